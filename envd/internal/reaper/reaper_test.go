@@ -1,0 +1,66 @@
+package reaper
+
+import (
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestStartAndExitCodes(t *testing.T) {
+	r := New()
+	defer r.Close()
+	cases := []struct {
+		script string
+		code   int
+	}{
+		{"exit 0", 0},
+		{"exit 7", 7},
+		{"kill -9 $$", -1},
+	}
+	for _, c := range cases {
+		pid, ch, err := r.Start("/bin/sh", []string{"sh", "-c", c.script}, &syscall.ProcAttr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case e := <-ch:
+			if e.Code() != c.code {
+				t.Errorf("%q: code %d, want %d", c.script, e.Code(), c.code)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("pid %d never reaped", pid)
+		}
+	}
+}
+
+func TestManyConcurrentChildren(t *testing.T) {
+	r := New()
+	defer r.Close()
+	const n = 50
+	chans := make([]<-chan Exit, n)
+	for i := range n {
+		_, ch, err := r.Start("/bin/true", []string{"true"}, &syscall.ProcAttr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chans[i] = ch
+	}
+	for i, ch := range chans {
+		select {
+		case e := <-ch:
+			if e.Code() != 0 {
+				t.Errorf("child %d: code %d", i, e.Code())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("child %d never reaped", i)
+		}
+	}
+}
+
+func TestStartMissingBinary(t *testing.T) {
+	r := New()
+	defer r.Close()
+	if _, _, err := r.Start("/no/such/binary", []string{"x"}, &syscall.ProcAttr{}); err == nil {
+		t.Fatal("expected error")
+	}
+}
