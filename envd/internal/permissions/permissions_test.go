@@ -14,7 +14,7 @@ func TestExpandPath(t *testing.T) {
 	u := &User{Name: "u", Home: "/home/u"}
 	cases := []struct {
 		in, workdir, want string
-		bad              bool
+		bad               bool
 	}{
 		{in: "/etc/passwd", want: "/etc/passwd"},
 		{in: "~", want: "/home/u"},
