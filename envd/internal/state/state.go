@@ -57,6 +57,14 @@ func (s *State) CheckToken(token string) bool {
 	return subtle.ConstantTimeCompare([]byte(s.token), []byte(token)) == 1
 }
 
+// Token returns the access token in force, if any. Only the signed-URL
+// check needs the raw value; everything else uses CheckToken.
+func (s *State) Token() (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.token, s.hasToken
+}
+
 // HasToken reports whether an access token is in force.
 func (s *State) HasToken() bool {
 	s.mu.RLock()
