@@ -464,3 +464,21 @@ func TestNoDescriptorLeak(t *testing.T) {
 	waitFor(t, "descriptors to be closed", func() bool { return count() <= base })
 	t.Logf("descriptors: %d before, %d after", base, count())
 }
+
+func TestCloseKillsEverything(t *testing.T) {
+	h := newHarness(t)
+	ctx := bg(t)
+	s, err := h.client.Start(ctx, connectReq(startReq("sh", "-c", "sleep 1000 & echo $!; sleep 1000")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, child := readPidLine(t, s)
+	h.svc.Close()
+	r, err := drain(s)
+	if err != nil || r.end.GetStatus() != "signal: killed" {
+		t.Fatalf("end %v, err %v", r.end, err)
+	}
+	waitGone(t, child)
+	_, err = h.run(ctx, startReq("true"))
+	wantCode(t, err, connect.CodeUnavailable)
+}

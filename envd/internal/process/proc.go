@@ -194,9 +194,8 @@ func (p *proc) pump(f *os.File, o output, release func()) {
 	}
 }
 
-// pending is how many bytes are ready to be read from f (FIONREAD alias
-// TIOCINQ, which
-// pipes and PTY masters both answer).
+// pending is how many bytes are ready to be read from f (TIOCINQ, alias
+// FIONREAD, which pipes and PTY masters both answer).
 func pending(f *os.File) int {
 	n := 0
 	if rc, err := f.SyscallConn(); err == nil {

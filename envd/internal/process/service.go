@@ -100,13 +100,18 @@ func (s *Service) Close() {
 	}
 }
 
-// register adds a started process to the running table.
+// register adds a started process to the running table. A process that
+// raced with Close is killed at once (its end still follows).
 func (s *Service) register(p *proc) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.seq++
 	p.seq = s.seq
 	s.running[p.pid] = p
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		_ = p.signal(unix.SIGKILL)
+	}
 }
 
 // retire moves an ended process from the running table to the bounded

@@ -7,6 +7,7 @@ package server
 
 import (
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 
@@ -67,7 +68,10 @@ func New(cfg Config) *Server {
 	})
 
 	mux := http.NewServeMux()
-	opts := []connect.HandlerOption{connect.WithCompressMinBytes(1024)}
+	// Responses are never compressed: process output is mostly already
+	// compressed or binary, and gzip costs about 3x stdout throughput. Clients
+	// may still send compressed requests.
+	opts := []connect.HandlerOption{connect.WithCompressMinBytes(math.MaxInt32)}
 	mux.Handle(processconnect.NewProcessHandler(s.proc, opts...))
 	mux.Handle(filesystemconnect.NewFilesystemHandler(s.fs, opts...))
 	s.files.Register(mux)
