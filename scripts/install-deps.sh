@@ -26,6 +26,8 @@ missing=()
 for cmd in "${!need[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# PostgreSQL server binaries (tests and `make dev` run a throwaway cluster).
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # The guest kernel for the QEMU driver.
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing+=(linux-image-cloud-amd64)
 
