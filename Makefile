@@ -55,6 +55,13 @@ test-compat: ## The stock e2b npm SDK against envd on 127.0.0.1:49983
 bench: ## Benchmarks (numbers go to docs/benchmarks.md)
 	cd $(ENVD_DIR) && $(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
+# ---------------------------------------------------------------- images
+.PHONY: images
+TEMPLATES ?= minimal,python311,node20
+
+images: ## Build the guest kernel/initramfs and rootfs templates into images/out (cached)
+	./images/build.sh --templates $(TEMPLATES)
+
 # ---------------------------------------------------------------- misc
 .PHONY: clean help
 
