@@ -99,6 +99,7 @@ func run(log *slog.Logger, o options, asInit bool) error {
 	if asInit {
 		cfg.SetClock = initsys.SetClock
 		cfg.SetHostname = func(h string) error { return unix.Sethostname([]byte(h)) }
+		cfg.Reseed = initsys.Reseed
 	}
 	srv := server.New(cfg)
 	defer srv.Close()

@@ -21,6 +21,9 @@ declare -A need=(
 	[ip]=iproute2
 	[nft]=nftables
 	[xz]=xz-utils
+	[mkfs.xfs]=xfsprogs
+	[debugfs]=e2fsprogs
+	[curl]=curl
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -3,6 +3,7 @@ package envdclient
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -221,11 +222,20 @@ type InitRequest struct {
 	Hostname       string            `json:"hostname,omitempty"`
 	// Timestamp sets the guest clock (after a restore it is stale).
 	Timestamp time.Time `json:"timestamp,omitzero"`
+	// Entropy is mixed into the guest's random pool. Init fills it with
+	// fresh random bytes when empty, so clones of one snapshot diverge.
+	Entropy []byte `json:"entropy,omitempty"`
 }
 
 // Init posts /init. On success a non-empty AccessToken becomes the token
 // this client sends from now on.
 func (c *Client) Init(ctx context.Context, in InitRequest) error {
+	if len(in.Entropy) == 0 {
+		in.Entropy = make([]byte, 32)
+		if _, err := rand.Read(in.Entropy); err != nil {
+			return fmt.Errorf("envd init: entropy: %w", err)
+		}
+	}
 	body, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("envd init: encode: %w", err)

@@ -32,6 +32,9 @@ type initRequest struct {
 	DefaultWorkdir *string           `json:"defaultWorkdir"`
 	Timestamp      *time.Time        `json:"timestamp"`
 	Hostname       *string           `json:"hostname"`
+	// Entropy (Wrenn extension, base64) is mixed into the guest's random
+	// pool, so sandboxes restored from one snapshot stop sharing a stream.
+	Entropy []byte `json:"entropy"`
 	// Accepted for compatibility; Wrenn does not mount volumes or route
 	// through a hyperloop address.
 	VolumeMounts json.RawMessage `json:"volumeMounts"`
@@ -89,6 +92,11 @@ func (s *Server) applyHostSettings(req initRequest) {
 	if req.Timestamp != nil && s.cfg.SetClock != nil {
 		if err := s.cfg.SetClock(*req.Timestamp); err != nil {
 			s.log.Warn("set clock from init", "err", err)
+		}
+	}
+	if len(req.Entropy) > 0 && s.cfg.Reseed != nil {
+		if err := s.cfg.Reseed(req.Entropy); err != nil {
+			s.log.Warn("reseed from init", "err", err)
 		}
 	}
 	if req.Hostname != nil && *req.Hostname != "" && s.cfg.SetHostname != nil {

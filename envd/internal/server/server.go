@@ -38,6 +38,9 @@ type Config struct {
 	SetClock func(time.Time) error
 	// SetHostname, when set, applies the /init hostname. Nil outside a VM.
 	SetHostname func(string) error
+	// Reseed, when set, mixes /init entropy into the kernel RNG. Nil
+	// outside a VM.
+	Reseed func([]byte) error
 	// DiskPath is the filesystem /metrics reports on ("/" by default).
 	DiskPath string
 }

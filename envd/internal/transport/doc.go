@@ -22,10 +22,14 @@
 //
 // Guest (envd, yamux server), in handshake mode:
 //
-//  1. Write "WRENN-READY\n" at once and then every 100 ms.
+//  1. Write "WRENN-READY\n" at once, then every 100 ms, and also right
+//     after reading any input in step 2 that did not complete HELLO (a
+//     host that connects sends a break or waits; either way it hears
+//     READY without waiting for the next tick).
 //  2. Read and discard everything (including 0xFF breaks and EOFs, after
-//     which it waits ~30 ms before reading again) until the 12 bytes
-//     "WRENN-HELLO\n" have been read, wherever they appear in the stream.
+//     which it waits before reading again: 2 ms, doubling with each EOF
+//     in a row up to 30 ms) until the 12 bytes "WRENN-HELLO\n" have been
+//     read, wherever they appear in the stream.
 //  3. Stop writing READY (a READY already being written completes first),
 //     write "WRENN-GO\n", and start a yamux server session on the port.
 //     Bytes that followed HELLO are the session's first bytes. From here on

@@ -12,9 +12,14 @@ var (
 const (
 	// readyInterval is how often the guest repeats READY.
 	readyInterval = 100 * time.Millisecond
-	// eofBackoff is the pause after a read returned EOF (no host client),
-	// so a disconnected port is not polled in a busy loop.
-	eofBackoff = 30 * time.Millisecond
+	// eofBackoff caps the pause after a read returned EOF (no host
+	// client), so a disconnected port is not polled in a busy loop. The
+	// pause starts at eofBackoffMin and doubles with each EOF in a row, so
+	// a host that connects right after the port went quiet (a restored
+	// guest: its host connection was cut by the snapshot) is heard within
+	// a few milliseconds, not up to 30.
+	eofBackoff    = 30 * time.Millisecond
+	eofBackoffMin = 2 * time.Millisecond
 	// errBackoff is the pause after any other read error.
 	errBackoff = time.Second
 )

@@ -53,6 +53,7 @@ func newPump(r io.Reader, log *slog.Logger, done <-chan struct{}) *pump {
 // run reads until done is closed.
 func (p *pump) run() {
 	var lastErr string
+	eofs := 0 // EOFs in a row
 	for {
 		var buf []byte
 		select {
@@ -62,6 +63,7 @@ func (p *pump) run() {
 		}
 		n, err := p.r.Read(buf)
 		if n > 0 {
+			eofs = 0
 			if !p.send(chunk{b: buf[:n], buf: buf}) {
 				return
 			}
@@ -74,7 +76,8 @@ func (p *pump) run() {
 			return
 		default:
 		}
-		backoff := eofBackoff
+		backoff := min(eofBackoffMin<<min(eofs, 8), eofBackoff)
+		eofs++
 		if !errors.Is(err, io.EOF) {
 			backoff = errBackoff
 			if err.Error() != lastErr {
@@ -165,6 +168,13 @@ func (p *pump) read(b []byte, cancel <-chan struct{}) (int, error) {
 // already paused after them). It returns only on a match or when cancel or
 // done is closed.
 func (p *pump) discardUntil(pat []byte, cancel <-chan struct{}) error {
+	return p.discardUntilNotify(pat, cancel, nil)
+}
+
+// discardUntilNotify is discardUntil that also calls skipped (when not
+// nil) each time it has dropped bytes without completing pat: input the
+// handshake answers with an immediate READY.
+func (p *pump) discardUntilNotify(pat []byte, cancel <-chan struct{}, skipped func()) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m := newMatcher(pat)
@@ -180,5 +190,8 @@ func (p *pump) discardUntil(pat []byte, cancel <-chan struct{}) error {
 			return nil
 		}
 		p.consume(len(p.pending))
+		if skipped != nil {
+			skipped()
+		}
 	}
 }

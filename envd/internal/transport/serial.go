@@ -164,9 +164,13 @@ func (l *serialListener) run() {
 	}
 }
 
-// handshake runs the guest half up to and including GO.
+// handshake runs the guest half up to and including GO. READY goes out at
+// once, every readyInterval, and also right after any input that is not
+// HELLO: a host that just connected (after a restore it sends a break
+// first) hears READY without waiting for the next tick.
 func (l *serialListener) handshake() error {
 	stop := make(chan struct{})
+	poke := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -186,10 +190,16 @@ func (l *serialListener) handshake() error {
 			case <-l.done:
 				return
 			case <-t.C:
+			case <-poke:
 			}
 		}
 	}()
-	err := l.pump.discardUntil(markHello, l.done)
+	err := l.pump.discardUntilNotify(markHello, l.done, func() {
+		select {
+		case poke <- struct{}{}:
+		default: // a READY is already due
+		}
+	})
 	close(stop)
 	wg.Wait()
 	if err != nil {
