@@ -10,9 +10,15 @@ TEST_FLAGS ?=
 .DEFAULT_GOAL := help
 
 # ---------------------------------------------------------------- build
-.PHONY: build build-envd
+.PHONY: build build-agent build-envd build-fake-fc
 
-build: build-envd ## Build every binary into bin/
+build: build-agent build-envd build-fake-fc ## Build every binary into bin/
+
+build-agent: ## Build the host agent (bin/wrenn-agent)
+	$(GO) build -trimpath -ldflags="$(LDFLAGS)" -o $(GOBIN)/wrenn-agent ./cmd/host-agent
+
+build-fake-fc: ## Build the fake Firecracker used by the firecracker driver's tests
+	$(GO) build -trimpath -o $(GOBIN)/fake-firecracker ./cmd/fake-firecracker
 
 build-envd: ## Build the static envd guest agent (fails unless statically linked)
 	cd $(ENVD_DIR) && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 \
