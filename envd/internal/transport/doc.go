@@ -54,8 +54,9 @@
 //     earlier handshake would not be). If the ping or, later, the session
 //     fails, close the connection, reconnect and start again from 1.
 //
-// DialSerialHost in hostside.go is the host half, written to be copied
-// into the host agent as is.
+// DialSerialHost in hostside_test.go is the host half used by these tests;
+// the host agent's own implementation is internal/envdclient in the main
+// module.
 //
 // Limitation: if a snapshot caught the guest's yamux reader in the middle
 // of a data frame whose remaining bytes were lost with the old host

