@@ -23,11 +23,16 @@ const (
 	// RootfsFile is the rootfs copy both drivers put in a snapshot
 	// directory; sandboxes clone it.
 	RootfsFile = "rootfs.ext4"
+	// MemoryFile is the template VM's guest RAM, kept in the snapshot
+	// directory when the driver supports file-backed memory
+	// (vm.Capabilities.MemoryFile).
+	MemoryFile = "mem.ram"
 )
 
 // metaVersion changes when the layout or meaning of a template snapshot
 // changes, so older caches are rebuilt rather than misread.
-const metaVersion = 1
+// 2: template RAM in MemoryFile where the driver supports it.
+const metaVersion = 2
 
 // Key is everything a template snapshot depends on. Two equal keys may
 // share a snapshot; anything else needs its own.
@@ -41,6 +46,8 @@ type Key struct {
 	KernelArgs string `json:"kernel_args"`
 	Warmup     string `json:"warmup"` // the guest command run before the snapshot
 	Meta       int    `json:"meta_version"`
+	// MemoryFile: the template VM's RAM is MemoryFile in the snapshot dir.
+	MemoryFile bool `json:"memory_file,omitempty"`
 }
 
 // hash is a short digest of the whole key.

@@ -140,6 +140,7 @@ func (m *TemplateManager) KeyFor(template, version string) (Key, filesystem.Imag
 		Template: im.Template, Version: im.Version, Image: im.CacheKey(),
 		Driver: m.cfg.Driver.Name(), VCPUs: m.cfg.VCPUs, MemoryMB: m.cfg.MemoryMB,
 		KernelArgs: m.cfg.KernelArgs, Warmup: m.cfg.Warmup, Meta: metaVersion,
+		MemoryFile: m.cfg.Driver.Capabilities().MemoryFile,
 	}, im, nil
 }
 
@@ -240,6 +241,12 @@ func (m *TemplateManager) build(ctx context.Context, key Key, im filesystem.Imag
 		ID: id, VCPUs: key.VCPUs, MemoryMB: key.MemoryMB,
 		Kernel: im.Kernel.Image, Initrd: im.Kernel.Initrd, KernelArgs: key.KernelArgs,
 		Rootfs: rootfs, RunDir: runDir, BootTimeout: m.cfg.BootTimeout,
+	}
+	if key.MemoryFile {
+		// The template's RAM is a file in the snapshot directory (moved
+		// with it below); restores map it copy-on-write. The template VM
+		// is destroyed after its snapshot, so the file never changes.
+		spec.MemoryFile = filepath.Join(snapDir, MemoryFile)
 	}
 	inst, err := m.cfg.Driver.Create(ctx, spec)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn-sandbox/internal/envdclient"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/filesystem/fstest"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu"
 )
 
 // TestCreateFromTemplate makes two sandboxes from one template at once:
@@ -75,10 +77,33 @@ func TestCreateFromTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The QEMU driver backs template RAM with a file that every sandbox
+	// maps copy-on-write: the snapshot must use it, and no sandbox's
+	// writes may reach it (they would leak into the others).
+	ramFile := filepath.Join(tmpl.Dir, MemoryFile)
+	qmeta, err := qemu.ReadSnapshotMeta(tmpl.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tmpl.Key.MemoryFile || qmeta.MemoryFile != MemoryFile {
+		t.Fatalf("template snapshot does not use its RAM file: key %v, snapshot.json memory_file %q", tmpl.Key.MemoryFile, qmeta.MemoryFile)
+	}
+	ramSum, err := sha(ramFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	// Each writes its own file while both run.
+	// Each writes its own file while both run, and dirties 32 MiB of its
+	// RAM (page cache of a tmpfs-free guest: a file read back from memory).
 	for _, b := range boxes {
 		sh(t, ctx, b.sb.Envd, fmt.Sprintf("echo %s > /root/own-%s; sync", b.name, b.name))
+		sh(t, ctx, b.sb.Envd, fmt.Sprintf("head -c 33554432 /dev/zero | tr '\\0' %s > /root/fill; sync", b.name))
+	}
+	for _, b := range boxes {
+		out := sh(t, ctx, b.sb.Envd, "tr -d "+b.name+" < /root/fill | wc -c; rm /root/fill")
+		if strings.TrimSpace(out) != "0" {
+			t.Errorf("sandbox %s reads back %s bytes of its RAM-cached file that are not its own", b.name, strings.TrimSpace(out))
+		}
 	}
 	for _, b := range boxes {
 		c := b.sb.Envd
@@ -121,6 +146,9 @@ func TestCreateFromTemplate(t *testing.T) {
 	}
 	if sum, err := sha(tmpl.Rootfs()); err != nil || sum != tmplSum {
 		t.Errorf("template rootfs changed while sandboxes ran (%v)", err)
+	}
+	if sum, err := sha(ramFile); err != nil || sum != ramSum {
+		t.Errorf("template RAM file changed while sandboxes ran (%v)", err)
 	}
 
 	for _, b := range boxes {

@@ -39,6 +39,19 @@ type Spec struct {
 	Rootfs     string // this VM's own writable rootfs (a clone; the driver never clones)
 	RunDir     string // private directory for sockets, logs, pid file; created by the caller
 	Net        *NetSpec
+	// MemoryFile, when set on Create, backs guest RAM with this file
+	// (shared mapping: the guest's memory is the file) instead of
+	// anonymous memory, and a Snapshot then saves only device state and
+	// records the file (by a path relative to the snapshot dir when the
+	// file lies inside it), so every Restore maps it privately
+	// (copy-on-write, pages read on first touch) instead of reading the
+	// whole memory back. The file must not exist; Create makes it. A
+	// restore reads the file for as long as it runs, so it must stay
+	// unchanged after the snapshot: use it only for template VMs that are
+	// destroyed right after their one snapshot (never resumed). Drivers
+	// without Capabilities.MemoryFile return ErrNotSupported. Ignored by
+	// Restore.
+	MemoryFile string
 	// BootTimeout bounds one boot attempt (VMM start to guest running).
 	BootTimeout time.Duration
 }
@@ -74,6 +87,7 @@ type Capabilities struct {
 	Reattach      bool // a restarted agent can take over a running VMM
 	Vsock         bool // the envd channel is vsock (else a driver-specific stream)
 	LiveMigration bool
+	MemoryFile    bool // Spec.MemoryFile works (file-backed RAM, lazy restores)
 }
 
 // Driver creates, restores and reattaches VMs. Implementations are safe for
@@ -114,7 +128,8 @@ type Instance interface {
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error
 	// Snapshot writes the memory state and a consistent copy of the rootfs
-	// into dir (created by the caller, empty). The VM is paused for the
+	// into dir (created by the caller, empty but for the VM's own
+	// Spec.MemoryFile, which may live there). The VM is paused for the
 	// duration and left paused; the caller resumes or destroys it.
 	Snapshot(ctx context.Context, dir string) (SnapshotInfo, error)
 	// DialEnvd opens a new stream to envd inside the guest. Streams do not

@@ -169,6 +169,9 @@ func checkSpec(spec vm.Spec, needKernel bool) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
+	if needKernel && spec.MemoryFile != "" {
+		return fmt.Errorf("file-backed guest memory: %w", vm.ErrNotSupported)
+	}
 	files := []string{spec.Rootfs}
 	if needKernel {
 		files = append(files, spec.Kernel)

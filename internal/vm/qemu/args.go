@@ -36,7 +36,13 @@ const (
 	phNetdev = "${NETDEV}"
 	phKernel = "${KERNEL}"
 	phInitrd = "${INITRD}"
+	// phMemObject is the -object of a machine whose RAM is a named
+	// backend (machine.MemoryFile): see memObject.
+	phMemObject = "${MEM_OBJECT}"
 )
+
+// ramBackendID names the memory-backend-file object of file-backed VMs.
+const ramBackendID = "ram0"
 
 // machine is what fixes a VM's virtual hardware. It is saved in
 // snapshot.json and must be identical between a snapshot and its restore.
@@ -51,22 +57,34 @@ type machine struct {
 	DriveCache string `json:"drive_cache"`
 	NIC        bool   `json:"nic"`
 	MAC        string `json:"mac,omitempty"`
+	// MemoryFile: guest RAM is a memory-backend-file (vm.Spec.MemoryFile)
+	// and snapshots use x-ignore-shared (they hold device state only).
+	MemoryFile bool `json:"memory_file,omitempty"`
 }
 
 // template renders the machine's full QEMU argument list with placeholders
 // for the per-instance parts (name, rootfs, run dir, network backend).
 func (m machine) template() []string {
+	mach := "microvm,x-option-roms=off"
+	if m.MemoryFile {
+		mach += ",memory-backend=" + ramBackendID
+	}
 	args := []string{
 		"-name", "guest=" + phName + ",debug-threads=off",
-		"-M", "microvm,x-option-roms=off",
+		"-M", mach,
 		"-accel", m.Accel,
 		"-cpu", m.CPU,
 		"-m", fmt.Sprint(m.MemoryMB),
+	}
+	if m.MemoryFile {
+		args = append(args, "-object", phMemObject)
+	}
+	args = append(args,
 		"-smp", fmt.Sprint(m.VCPUs),
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-global", "virtio-mmio.force-legacy=false",
 		"-kernel", phKernel,
-	}
+	)
 	if m.Initrd != "" {
 		args = append(args, "-initrd", phInitrd)
 	}
@@ -103,10 +121,30 @@ type instanceArgs struct {
 	Netdev string // netdev backend option string, "" when the machine has no NIC
 	Kernel string
 	Initrd string
+	// MemObject is the RAM backend of a machine.MemoryFile machine (see
+	// memObject); empty otherwise.
+	MemObject string
+}
+
+// memObject is the RAM backend -object of a machine.MemoryFile VM: the
+// file mapped shared (share=on: the VM that owns the file), the file
+// mapped private (share=off: a restore of a snapshot that left RAM in the
+// file), or, when path is empty, anonymous RAM of the same name and size
+// (a restore of a snapshot whose stream holds all of RAM).
+func memObject(memoryMB int, path string, share bool) string {
+	if path == "" {
+		return fmt.Sprintf("memory-backend-ram,id=%s,size=%dM", ramBackendID, memoryMB)
+	}
+	sh := "off"
+	if share {
+		sh = "on"
+	}
+	return fmt.Sprintf("memory-backend-file,id=%s,size=%dM,mem-path=%s,share=%s", ramBackendID, memoryMB, path, sh)
 }
 
 // render substitutes the placeholders. It fails when a value contains a
-// comma, which QEMU's option parser would split on.
+// comma, which QEMU's option parser would split on (MemObject is built by
+// memObject from a path checked by Create or Restore).
 func (ia instanceArgs) render(tmpl []string) ([]string, error) {
 	for what, v := range map[string]string{"id": ia.Name, "rootfs": ia.Rootfs, "run dir": ia.RunDir} {
 		if strings.ContainsAny(v, ",\n") {
@@ -114,7 +152,8 @@ func (ia instanceArgs) render(tmpl []string) ([]string, error) {
 		}
 	}
 	r := strings.NewReplacer(phName, ia.Name, phRootfs, ia.Rootfs, phRunDir, ia.RunDir,
-		phNetdev, ia.Netdev, phKernel, ia.Kernel, phInitrd, ia.Initrd)
+		phNetdev, ia.Netdev, phKernel, ia.Kernel, phInitrd, ia.Initrd,
+		phMemObject, ia.MemObject)
 	out := make([]string, len(tmpl))
 	for i, a := range tmpl {
 		out[i] = r.Replace(a)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -80,6 +81,9 @@ func (d *Driver) Create(ctx context.Context, spec vm.Spec) (vm.Instance, error) 
 	if err := validateNet(spec.Net); err != nil {
 		return nil, err
 	}
+	if err := checkNewMemoryFile(spec.MemoryFile); err != nil {
+		return nil, err
+	}
 	accel, err := d.Accel(ctx, spec.Kernel)
 	if err != nil {
 		return nil, err
@@ -94,11 +98,15 @@ func (d *Driver) Create(ctx context.Context, spec vm.Spec) (vm.Instance, error) 
 		Append:     d.kernelArgs(accel, spec.KernelArgs),
 		DriveCache: d.driveCache(spec.Rootfs),
 		NIC:        spec.Net != nil,
+		MemoryFile: spec.MemoryFile != "",
 	}
 	if spec.Net != nil {
 		m.MAC = spec.Net.MAC
 	}
 	lp := launch{spec: spec, m: m, tmpl: m.template()}
+	if m.MemoryFile {
+		lp.memObject, lp.ownRAMFile = memObject(m.MemoryMB, spec.MemoryFile, true), spec.MemoryFile
+	}
 	if spec.Net != nil {
 		lp.netdev = tapNetdev(spec.Net.TapName)
 	}
@@ -108,6 +116,25 @@ func (d *Driver) Create(ctx context.Context, spec vm.Spec) (vm.Instance, error) 
 	}
 	d.boots.Add(1)
 	return inst, nil
+}
+
+// checkNewMemoryFile checks a Spec.MemoryFile for Create: absolute, in an
+// existing directory, not there yet, and without the comma QEMU's option
+// parser would split on.
+func checkNewMemoryFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	switch {
+	case !filepath.IsAbs(path):
+		return fmt.Errorf("%w: memory file %q is not absolute", vm.ErrInvalidSpec, path)
+	case strings.ContainsAny(path, ",\n"):
+		return fmt.Errorf("%w: memory file %q contains a comma or newline", vm.ErrInvalidSpec, path)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("%w: memory file %s already exists", vm.ErrInvalidSpec, path)
+	}
+	return checkDir("memory file dir", filepath.Dir(path))
 }
 
 // kernelArgs is the guest kernel command line: the driver's base, the TSC
@@ -130,12 +157,19 @@ type launch struct {
 	netdev  string
 	memFile string // restore from this migration stream; "" = boot
 	qemuVer string // restore: the version that wrote the stream
+	// memObject is the RAM backend of a machine.MemoryFile machine;
+	// ownRAMFile is the RAM file a boot creates (removed if it fails).
+	memObject, ownRAMFile string
+	// ignoreShared: the restore's stream was saved with x-ignore-shared
+	// (its RAM is in the mapped file).
+	ignoreShared bool
 }
 
 func (lp launch) args() ([]string, error) {
 	ia := instanceArgs{
 		Name: lp.spec.ID, Rootfs: lp.spec.Rootfs, RunDir: lp.spec.RunDir,
 		Netdev: lp.netdev, Kernel: lp.m.Kernel, Initrd: lp.m.Initrd,
+		MemObject: lp.memObject,
 	}
 	args, err := ia.render(lp.tmpl)
 	if err != nil {
@@ -230,6 +264,10 @@ func (d *Driver) launchOnce(ctx context.Context, lp launch) (inst *Instance, err
 		}
 		err = d.explain(ctx, actx, spec, proc, exitedByItself, err, timeout)
 		removeRunFiles(spec.RunDir)
+		if lp.ownRAMFile != "" {
+			// A failed boot leaves no RAM file (Create made it).
+			_ = os.Remove(lp.ownRAMFile)
+		}
 	}()
 
 	q, err = dialQMPRetry(actx, runPath(spec.RunDir, qmpSocket))
@@ -245,7 +283,7 @@ func (d *Driver) launchOnce(ctx context.Context, lp launch) (inst *Instance, err
 			return nil, fmt.Errorf("%w: snapshot written by qemu %s, this is qemu %s",
 				vm.ErrInvalidSpec, lp.qemuVer, q.Version())
 		}
-		if err := inst.incoming(actx, lp.memFile); err != nil {
+		if err := inst.incoming(actx, lp.memFile, lp.ignoreShared); err != nil {
 			return nil, err
 		}
 		log.Debug("vm restored", "took", time.Since(start))

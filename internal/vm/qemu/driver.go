@@ -155,7 +155,7 @@ func (d *Driver) Name() string { return DriverName }
 
 // Capabilities implements vm.Driver.
 func (d *Driver) Capabilities() vm.Capabilities {
-	return vm.Capabilities{Snapshot: true, Reattach: true}
+	return vm.Capabilities{Snapshot: true, Reattach: true, MemoryFile: true}
 }
 
 // Stats returns the driver's counters.

@@ -41,6 +41,40 @@ type SnapshotMeta struct {
 	MemFile     string    `json:"mem_file"`
 	RootfsFile  string    `json:"rootfs_file"`
 	RootfsCopy  string    `json:"rootfs_copy"` // reflink or sparse-copy
+	// MemoryFile is the guest RAM file of a file-backed machine (the
+	// state file then holds device state only): relative to the snapshot
+	// dir when it lies inside it, else absolute. A restore maps it
+	// privately, so it must not change while the snapshot is in use.
+	MemoryFile string `json:"memory_file,omitempty"`
+}
+
+// memoryFilePath resolves meta.MemoryFile for the snapshot in dir.
+func (m SnapshotMeta) memoryFilePath(dir string) string {
+	if m.MemoryFile == "" || filepath.IsAbs(m.MemoryFile) {
+		return m.MemoryFile
+	}
+	return filepath.Join(dir, m.MemoryFile)
+}
+
+// snapshotMemoryFile is how snapshot.json names ram, a file-backed VM's
+// RAM file, for a snapshot in dir: relative when it lies inside dir (so
+// the directory can be moved as a whole), else absolute.
+func snapshotMemoryFile(dir, ram string) string {
+	if rel, err := filepath.Rel(dir, ram); err == nil && filepath.IsLocal(rel) {
+		return rel
+	}
+	return ram
+}
+
+// ignoreShared sets x-ignore-shared: when on, a migration skips RAM that
+// is a shared file mapping (it is in the file already). Both ends of a
+// migration must agree on it.
+func (i *Instance) ignoreShared(ctx context.Context, on bool) error {
+	caps := []map[string]any{{"capability": "x-ignore-shared", "state": on}}
+	if err := i.qmpExec(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
+		return fmt.Errorf("set x-ignore-shared: %w", err)
+	}
+	return nil
 }
 
 // ReadSnapshotMeta reads dir/snapshot.json.
@@ -98,6 +132,16 @@ func (i *Instance) Snapshot(ctx context.Context, dir string) (vm.SnapshotInfo, e
 		return info, fmt.Errorf("snapshot %s: vm is %s (resume it first): %w", i.spec.ID, st.Status, vm.ErrWrongState)
 	}
 	mem := filepath.Join(dir, SnapshotMemFile)
+	// Only the VM that owns the RAM file maps it shared; a restored VM's
+	// private copy goes into the stream like anonymous RAM.
+	// The capability is set either way: a restored VM still has it on
+	// from its incoming migration, and the stream records it.
+	fileRAM := i.m.MemoryFile && i.spec.MemoryFile != ""
+	if i.m.MemoryFile {
+		if err := i.ignoreShared(ctx, fileRAM); err != nil {
+			return info, fmt.Errorf("snapshot %s: %w", i.spec.ID, err)
+		}
+	}
 	if err := i.qmpExec(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": maxBandwidth}, nil); err != nil {
 		return info, fmt.Errorf("snapshot %s: %w", i.spec.ID, err)
 	}
@@ -126,6 +170,9 @@ func (i *Instance) Snapshot(ctx context.Context, dir string) (vm.SnapshotInfo, e
 		RootfsFile:  SnapshotRootfsFile,
 		RootfsCopy:  method,
 	}
+	if fileRAM {
+		meta.MemoryFile = snapshotMemoryFile(dir, i.spec.MemoryFile)
+	}
 	data, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
 		return info, err
@@ -135,6 +182,10 @@ func (i *Instance) Snapshot(ctx context.Context, dir string) (vm.SnapshotInfo, e
 	}
 	if fi, err := os.Stat(mem); err == nil {
 		info.MemBytes = fi.Size()
+	}
+	if fileRAM {
+		// The guest RAM file is part of the snapshot's memory.
+		info.MemBytes += allocatedBytes(i.spec.MemoryFile)
 	}
 	info.DiskBytes = allocatedBytes(filepath.Join(dir, SnapshotRootfsFile))
 	info.Took = time.Since(start)
@@ -173,8 +224,14 @@ func (i *Instance) waitMigration(ctx context.Context) error {
 }
 
 // incoming loads a migration stream into a QEMU started with
-// -incoming defer and continues the guest.
-func (i *Instance) incoming(ctx context.Context, memFile string) error {
+// -incoming defer and continues the guest. fileRAM: the stream was saved
+// with x-ignore-shared and RAM comes from the mapped file.
+func (i *Instance) incoming(ctx context.Context, memFile string, fileRAM bool) error {
+	if fileRAM {
+		if err := i.ignoreShared(ctx, true); err != nil {
+			return fmt.Errorf("load state: %w", err)
+		}
+	}
 	if err := i.qmpExec(ctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(memFile)}, nil); err != nil {
 		return fmt.Errorf("load state: %w", err)
 	}
@@ -233,7 +290,15 @@ func (d *Driver) Restore(ctx context.Context, spec vm.Spec, dir string) (vm.Inst
 		return nil, fmt.Errorf("%w: snapshot and spec disagree on having an initrd", vm.ErrInvalidSpec)
 	}
 	m.Kernel, m.Initrd = spec.Kernel, spec.Initrd
-	for what, p := range map[string]string{"kernel": m.Kernel, "initrd": m.Initrd, "rootfs": spec.Rootfs, "memory state": filepath.Join(dir, meta.MemFile)} {
+	ram := meta.memoryFilePath(dir)
+	if ram != "" && !m.MemoryFile {
+		return nil, fmt.Errorf("%w: snapshot names a memory file its machine does not use", vm.ErrInvalidSpec)
+	}
+	if strings.ContainsAny(ram, ",\n") {
+		return nil, fmt.Errorf("%w: memory file %q contains a comma or newline", vm.ErrInvalidSpec, ram)
+	}
+	for what, p := range map[string]string{"kernel": m.Kernel, "initrd": m.Initrd, "rootfs": spec.Rootfs,
+		"memory state": filepath.Join(dir, meta.MemFile), "memory file": ram} {
 		if p == "" {
 			continue
 		}
@@ -247,7 +312,12 @@ func (d *Driver) Restore(ctx context.Context, spec vm.Spec, dir string) (vm.Inst
 	if err := validateNet(spec.Net); err != nil {
 		return nil, err
 	}
+	// The restore's spec does not own the RAM file; only the template did.
+	spec.MemoryFile = ""
 	lp := launch{spec: spec, m: m, tmpl: meta.Args, memFile: filepath.Join(dir, meta.MemFile), qemuVer: meta.QEMUVersion}
+	if m.MemoryFile {
+		lp.memObject, lp.ignoreShared = memObject(m.MemoryMB, ram, false), ram != ""
+	}
 	if m.NIC {
 		lp.netdev = tapNetdev(spec.Net.TapName)
 		n := *spec.Net
