@@ -5,7 +5,7 @@ ENVD_DIR   := envd
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS    := -s -w -X main.commit=$(VERSION)
 GO         ?= go
-TEST_FLAGS ?=
+TEST_FLAGS ?= -count=1
 
 .DEFAULT_GOAL := help
 
