@@ -115,6 +115,7 @@ func (a *templatesAdapter) Create(ctx context.Context, c sandbox.TemplateCreate)
 	}
 	sb, err := m.CreateFromTemplate(ctx, snapshot.CreateSpec{
 		ID: c.SandboxID, Template: c.Template, RunDir: c.RunDir, Rootfs: c.Rootfs, Net: c.Net, Init: c.Init,
+		Placement: c.Placement,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -31,6 +31,9 @@ type CreateSpec struct {
 	// Init is sent to envd's /init once the VM runs. A zero Timestamp is
 	// replaced by the current time (the restored clock is the template's).
 	Init envdclient.InitRequest
+	// Placement is passed to the driver's Restore as vm.Spec.Placement: it
+	// puts the VMM in its cgroup before the template memory is loaded.
+	Placement func(pid int) error
 }
 
 // Timings says where a create spent its time.
@@ -116,7 +119,7 @@ func (m *TemplateManager) CreateFromTemplate(ctx context.Context, spec CreateSpe
 	step = time.Now()
 	inst, err := m.cfg.Driver.Restore(ctx, vm.Spec{
 		ID: spec.ID, Rootfs: spec.Rootfs, RunDir: spec.RunDir, Net: spec.Net,
-		BootTimeout: m.cfg.BootTimeout,
+		BootTimeout: m.cfg.BootTimeout, Placement: spec.Placement,
 	}, t.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.ID, err)

@@ -54,6 +54,14 @@ type Spec struct {
 	MemoryFile string
 	// BootTimeout bounds one boot attempt (VMM start to guest running).
 	BootTimeout time.Duration
+	// Placement, when set, is called with the VMM's pid after the process
+	// exists and before the guest runs or guest memory is loaded (the
+	// host agent moves the VMM into the sandbox's cgroup here, so the
+	// guest's memory is charged to that group from its first page). A
+	// driver that retries a start calls it for every new process. An
+	// error aborts the Create or Restore: the driver kills the VMM and
+	// cleans up as for any failed start. Not persisted in a Handle.
+	Placement func(pid int) error `json:"-"`
 }
 
 // NetSpec attaches the guest's eth0 to an existing TAP device.

@@ -153,6 +153,7 @@ func (m *Manager) create(ctx context.Context, sb *sandbox, req agentstate.Reques
 		inst, c, err = t.Create(ctx, TemplateCreate{
 			SandboxID: sb.id, Template: req.Template, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB,
 			RunDir: rec.RunDir, Rootfs: rec.Rootfs, Net: netSpec, Init: initReq,
+			Placement: m.placement(ctx, rec),
 		})
 		switch {
 		case errors.Is(err, ErrTemplateUnusable):
@@ -240,7 +241,8 @@ func (m *Manager) setupCgroup(ctx context.Context, sb *sandbox, rec *agentstate.
 	return m.save(sb, rec)
 }
 
-// recordVM persists a new VM's handle and moves the VMM into the cgroup.
+// recordVM persists a new VM's handle. The VMM is in the sandbox's
+// cgroup already: the driver called placement (see placement).
 func (m *Manager) recordVM(ctx context.Context, sb *sandbox, rec *agentstate.Record, inst vm.Instance) error {
 	h := inst.Handle()
 	rec.VM = &h
@@ -248,10 +250,21 @@ func (m *Manager) recordVM(ctx context.Context, sb *sandbox, rec *agentstate.Rec
 	if err := m.save(sb, rec); err != nil {
 		return fmt.Errorf("create sandbox %s: %w", sb.id, err)
 	}
-	if err := m.cfg.Cgroups.AddProcess(ctx, rec.Cgroup, h.PID); err != nil {
-		return fmt.Errorf("create sandbox %s: move vmm into its cgroup: %w", sb.id, err)
-	}
 	return m.hook(ctx, agentstate.StepVM, sb.id)
+}
+
+// placement is the vm.Spec.Placement hook of a sandbox's VMM: it moves
+// the VMM into the sandbox's cgroup (recorded in rec) before the guest
+// runs or its memory is loaded, so the guest's memory is charged to that
+// group, not to the agent's, and the group's limit covers all of it.
+func (m *Manager) placement(ctx context.Context, rec *agentstate.Record) func(pid int) error {
+	cg := rec.Cgroup
+	return func(pid int) error {
+		if err := m.cfg.Cgroups.AddProcess(ctx, cg, pid); err != nil {
+			return fmt.Errorf("move vmm into its cgroup: %w", err)
+		}
+		return nil
+	}
 }
 
 // coldBoot clones the template's disk, boots the kernel and initialises
@@ -284,6 +297,7 @@ func (m *Manager) coldBoot(ctx context.Context, sb *sandbox, rec *agentstate.Rec
 		ID: sb.id, VCPUs: rec.Request.VCPUs, MemoryMB: rec.Request.MemoryMB,
 		Kernel: img.Kernel, Initrd: img.Initrd, KernelArgs: args,
 		Rootfs: rec.Rootfs, RunDir: rec.RunDir, Net: net, BootTimeout: m.cfg.BootTimeout,
+		Placement: m.placement(ctx, rec),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("create sandbox %s: boot vm: %w", sb.id, mapVMError(err))

@@ -93,6 +93,9 @@ type TemplateCreate struct {
 	Rootfs    string // created by the implementation, removed by it on failure
 	Net       *vm.NetSpec
 	Init      envdclient.InitRequest
+	// Placement is the restored VM's vm.Spec.Placement (it moves the VMM
+	// into the sandbox's cgroup before the snapshot's memory is loaded).
+	Placement func(pid int) error
 }
 
 // ErrTemplateUnusable is returned by TemplateSnapshots.Create, having

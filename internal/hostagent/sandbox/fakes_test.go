@@ -26,6 +26,9 @@ import (
 
 var errInjected = errors.New("injected failure")
 
+// fakePID is every fake VMM's pid.
+const fakePID = 4242
+
 // journal records acquisitions and releases in order.
 type journal struct {
 	mu     sync.Mutex
@@ -107,8 +110,12 @@ func (f *fakeCgroups) Create(_ context.Context, sid string, _, _ int) (json.RawM
 	return json.RawMessage(`{"sandbox_id":"` + sid + `"}`), nil
 }
 
-func (f *fakeCgroups) AddProcess(context.Context, json.RawMessage, int) error {
-	return f.j.failing("cg.add")
+func (f *fakeCgroups) AddProcess(_ context.Context, h json.RawMessage, pid int) error {
+	if err := f.j.failing("cg.add"); err != nil {
+		return err
+	}
+	f.j.add(fmt.Sprintf("cg.add %d %s", pid, h), "", false)
+	return nil
 }
 
 func (f *fakeCgroups) Remove(_ context.Context, sid string, _ json.RawMessage) error {
@@ -156,6 +163,16 @@ func (d *fakeDriver) Create(_ context.Context, spec vm.Spec) (vm.Instance, error
 	if err := d.j.failing("vm.create"); err != nil {
 		return nil, err
 	}
+	// Like a real driver: the VMM exists (pid fakePID) but runs no
+	// guest until Placement returned; its error aborts the create and
+	// leaves nothing.
+	if spec.Placement == nil {
+		return nil, errors.New("fake driver: no placement hook in the spec")
+	}
+	if err := spec.Placement(fakePID); err != nil {
+		return nil, err
+	}
+	spec.Placement = nil
 	i := newFakeInst(d, spec)
 	d.mu.Lock()
 	d.insts[spec.ID] = i
@@ -217,7 +234,7 @@ func (i *fakeInst) dead() bool {
 
 func (i *fakeInst) ID() string { return i.spec.ID }
 func (i *fakeInst) Handle() vm.Handle {
-	return vm.Handle{Driver: "fake", ID: i.spec.ID, PID: 4242, Spec: i.spec}
+	return vm.Handle{Driver: "fake", ID: i.spec.ID, PID: fakePID, Spec: i.spec}
 }
 func (i *fakeInst) State(context.Context) (vm.State, error) {
 	if i.dead() {

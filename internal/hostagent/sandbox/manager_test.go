@@ -52,7 +52,9 @@ func TestCreateFailureAtEachStepReleasesEverything(t *testing.T) {
 		{name: "cgroup", fail: "cg.create", released: []string{"cg.remove", "net.teardown"}},
 		{name: "clone", noImage: true, released: []string{"cg.remove", "net.teardown"}},
 		{name: "boot", fail: "vm.create", released: []string{"cg.remove", "net.teardown"}},
-		{name: "cgroup add", fail: "cg.add", released: []string{"vm.destroy", "cg.remove", "net.teardown"}},
+		// The VMM is placed inside the driver's Create: a failure there
+		// leaves no VM to destroy (the driver cleans up).
+		{name: "cgroup add", fail: "cg.add", released: []string{"cg.remove", "net.teardown"}},
 		{name: "envd init", initFail: true, released: []string{"vm.destroy", "cg.remove", "net.teardown"}},
 	}
 	for _, tt := range tests {
@@ -322,4 +324,36 @@ func TestValidation(t *testing.T) {
 		t.Errorf("snapshot on a driver without snapshots: %v", err)
 	}
 	r.assertNothingHeld(t)
+}
+
+// TestCreatePlacesVMMBeforeItRuns: the manager hands the driver a
+// Placement hook that moves the VMM into the sandbox's own cgroup, and
+// the driver's Create (which calls it before the guest runs) is the only
+// place the VMM is moved: once, before the VM exists.
+func TestCreatePlacesVMMBeforeItRuns(t *testing.T) {
+	r := newRig(t, Totals{})
+	ctx := context.Background()
+	if _, err := r.m.Create(ctx, sid, req()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.m.Destroy(ctx, sid)
+	wantAdd := `cg.add 4242 {"sandbox_id":"` + sid + `"}`
+	add, create := -1, -1
+	r.j.mu.Lock()
+	events := slices.Clone(r.j.events)
+	r.j.mu.Unlock()
+	for i, e := range events {
+		switch {
+		case e == wantAdd:
+			if add >= 0 {
+				t.Fatalf("vmm moved twice: %v", events)
+			}
+			add = i
+		case e == "vm.create "+sid:
+			create = i
+		}
+	}
+	if add < 0 || create < 0 || add > create {
+		t.Fatalf("want %q before the vm exists; events %v", wantAdd, events)
+	}
 }

@@ -234,6 +234,7 @@ func (m *Manager) restoreVM(ctx context.Context, sb *sandbox, r *agentstate.Reco
 	defer cancel()
 	inst, err := m.cfg.Driver.Restore(rctx, vm.Spec{
 		ID: sb.id, Rootfs: r.Rootfs, RunDir: r.RunDir, Net: net, BootTimeout: m.cfg.BootTimeout,
+		Placement: m.placement(ctx, r),
 	}, snapDir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("restore vm: %w", mapVMError(err))

@@ -223,7 +223,8 @@ func (d *Driver) Create(ctx context.Context, spec vm.Spec) (vm.Instance, error) 
 	return in, nil
 }
 
-// launch prepares the files, starts the VMM and waits for its API.
+// launch prepares the files, starts the VMM, calls spec.Placement with its
+// pid and waits for its API.
 func (d *Driver) launch(ctx context.Context, spec vm.Spec) (*instance, error) {
 	p, err := d.paths(spec)
 	if err != nil {
@@ -251,7 +252,16 @@ func (d *Driver) launch(ctx context.Context, spec vm.Spec) (*instance, error) {
 		_ = p.cleanup()
 		return nil, fmt.Errorf("launch vmm for %s: %w", spec.ID, err)
 	}
+	place := spec.Placement
+	spec.Placement = nil // the instance does not keep the caller's hook
 	in := newInstance(d, spec, p, pr)
+	if place != nil {
+		// Nothing maps guest memory before InstanceStart or a snapshot
+		// load, which the caller runs after launch returns.
+		if err := place(pr.pid); err != nil {
+			return nil, in.fail(ctx, "place vmm", err)
+		}
+	}
 	if err := in.waitAPI(ctx); err != nil {
 		return nil, in.fail(ctx, "wait for api socket", err)
 	}

@@ -175,8 +175,15 @@ func (lp launch) args() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", vm.ErrInvalidSpec, err)
 	}
-	if lp.memFile != "" {
+	switch {
+	case lp.memFile != "":
+		// Nothing runs until migrate-incoming has loaded the state.
 		args = append(args, "-incoming", "defer")
+	case lp.spec.Placement != nil:
+		// Prelaunch: the vCPUs wait for QMP cont, so Placement runs
+		// before the guest touches its memory. -S is no device: the
+		// machine template (and so a snapshot's device list) is the same.
+		args = append(args, "-S")
 	}
 	return args, nil
 }
@@ -236,6 +243,7 @@ func (d *Driver) launchOnce(ctx context.Context, lp launch) (inst *Instance, err
 	defer stopWatch()
 
 	var q *QMP
+	placed := true // false while a Placement hook has not succeeded
 	dialer := newEnvdDialer(spec.RunDir, log, lp.memFile != "")
 	defer func() {
 		if err == nil {
@@ -245,7 +253,7 @@ func (d *Driver) launchOnce(ctx context.Context, lp launch) (inst *Instance, err
 		if q != nil {
 			q.Close()
 		}
-		if ctx.Err() == nil && actx.Err() == nil {
+		if placed && ctx.Err() == nil && actx.Err() == nil {
 			// The guest channel failed without a timeout: QEMU is most
 			// likely on its way out; let it finish so its own status and
 			// last words are what gets reported.
@@ -270,12 +278,23 @@ func (d *Driver) launchOnce(ctx context.Context, lp launch) (inst *Instance, err
 		}
 	}()
 
+	if spec.Placement != nil {
+		// QEMU is paused (-S or -incoming defer): no guest memory has
+		// been touched by the guest or a state load yet.
+		placed = false
+		if err := spec.Placement(proc.pid); err != nil {
+			return nil, fmt.Errorf("place vmm (pid %d): %w", proc.pid, err)
+		}
+		placed = true
+	}
 	q, err = dialQMPRetry(actx, runPath(spec.RunDir, qmpSocket))
 	if err != nil {
 		return nil, err
 	}
+	ispec := spec
+	ispec.Placement = nil // the caller's hook is done with; do not keep it alive
 	inst = &Instance{
-		d: d, spec: spec, m: lp.m, tmpl: lp.tmpl, proc: proc, qmp: q,
+		d: d, spec: ispec, m: lp.m, tmpl: lp.tmpl, proc: proc, qmp: q,
 		envd: dialer, version: q.Version(), log: log,
 	}
 	if lp.memFile != "" {
@@ -288,6 +307,12 @@ func (d *Driver) launchOnce(ctx context.Context, lp launch) (inst *Instance, err
 		}
 		log.Debug("vm restored", "took", time.Since(start))
 		return inst, nil
+	}
+	if spec.Placement != nil {
+		// Started with -S: let the guest run now that it is placed.
+		if err := inst.qmpExec(actx, "cont", nil, nil); err != nil {
+			return nil, fmt.Errorf("start guest: %w", err)
+		}
 	}
 	if err := d.waitGuest(actx, spec.RunDir, dialer); err != nil {
 		return nil, err
@@ -318,7 +343,10 @@ func (d *Driver) explain(ctx, actx context.Context, spec vm.Spec, proc *process,
 			status = e.Error()
 		}
 		return fmt.Errorf("qemu stopped before the guest was up (%s): %w%s", status, err, detail)
-	case actx.Err() != nil:
+	case errors.Is(actx.Err(), context.DeadlineExceeded):
+		// Only a hang is retried. (actx is also cancelled, with cause
+		// errQEMUExited, once the cleanup has killed QEMU: that is no
+		// reason to retry an attempt that failed for another reason.)
 		return &retryableError{fmt.Errorf("%w: no answer from the guest within %s: %w%s",
 			vm.ErrBootTimeout, timeout, err, detail)}
 	}
