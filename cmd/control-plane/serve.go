@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/wrenn-dev/wrenn-sandbox/db"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/agentclient"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/api"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/config"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/scheduler"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
+)
+
+// poolAgents adapts the agent pool to api.Agents.
+type poolAgents struct{ p *agentclient.Pool }
+
+func (a poolAgents) Agent(hostID string) (api.Agent, error) {
+	c, err := a.p.Get(hostID)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// serve runs the API until ctx ends, then shuts down gracefully: stop
+// accepting, let in-flight requests finish (up to ShutdownTimeout), stop
+// heartbeats, flush audit events, close connections. ready, when set,
+// gets the listening address.
+func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr string)) error {
+	st, err := store.Open(ctx, cfg.DatabaseURL, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if cfg.MigrateOnStart {
+		if err := db.MigratePool(ctx, st.Pool(), db.Up, db.WithLogger(log)); err != nil {
+			return fmt.Errorf("migrate on start: %w", err)
+		}
+	}
+	var agents *agentclient.Pool
+	if len(cfg.AgentEndpoints) > 0 {
+		tlsCfg, err := config.ClientTLS(cfg.TLS, cfg.AgentServerName)
+		if err != nil {
+			return err
+		}
+		agents = agentclient.NewPool(tlsCfg, st, log)
+	} else {
+		log.Warn("no CP_AGENT_ENDPOINTS: sandboxes cannot be created")
+		agents = agentclient.NewPool(nil, st, log)
+	}
+	defer agents.Close()
+	sched, err := scheduler.New(cfg.Scheduler, st, cfg.SchedulerHost)
+	if err != nil {
+		return err
+	}
+	audit := st.NewAuditWriter(store.AuditOptions{})
+	srv, err := api.New(api.Config{MaxUploadBytes: cfg.MaxUploadBytes},
+		api.Deps{Store: st, Agents: poolAgents{agents}, Scheduler: sched, Audit: audit, Log: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	bg, stopBG := context.WithCancel(context.Background())
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		if len(cfg.AgentEndpoints) > 0 {
+			agents.Run(bg, cfg.AgentEndpoints, agentclient.Heartbeats{Interval: cfg.HeartbeatInterval, GoneAfter: cfg.HostGoneAfter})
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("control plane listening", "addr", ln.Addr().String(), "agents", len(cfg.AgentEndpoints))
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		err = hs.Shutdown(sctx)
+		cancel()
+		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+			err = serr
+		}
+	}
+	stopBG()
+	<-hbDone
+	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if aerr := audit.Close(actx); aerr != nil {
+		log.Warn("flush audit events", "err", aerr)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

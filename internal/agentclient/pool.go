@@ -1,0 +1,165 @@
+package agentclient
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/wrenn-dev/wrenn-sandbox/internal/errdefs"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
+)
+
+// Registrar is the part of the store the pool keeps host rows with
+// (*store.Store implements it).
+type Registrar interface {
+	UpsertHost(ctx context.Context, r store.HostRegistration) (store.Host, error)
+	MarkStaleHosts(ctx context.Context, olderThan time.Duration) ([]string, error)
+	MarkGoneHosts(ctx context.Context, unhealthyFor time.Duration) ([]string, error)
+	FailHostSandboxes(ctx context.Context, hostID, reason string) ([]string, error)
+}
+
+// Heartbeats tunes Run; zero values take the defaults.
+type Heartbeats struct {
+	Interval   time.Duration // between rounds (default 5s)
+	StaleAfter time.Duration // no heartbeat this long: unhealthy, no new sandboxes (default 3 intervals)
+	GoneAfter  time.Duration // unhealthy this long: gone, its sandboxes go to error (default 5 min)
+}
+
+// Pool holds one Client per host, keyed by the host ID the agent reports.
+// It is safe for concurrent use.
+type Pool struct {
+	tls *tls.Config
+	reg Registrar
+	log *slog.Logger
+
+	mu    sync.RWMutex
+	hosts map[string]*Client // host ID -> client
+	byEP  map[string]*Client // endpoint -> client
+}
+
+// NewPool returns an empty pool dialling with tlsCfg.
+func NewPool(tlsCfg *tls.Config, reg Registrar, log *slog.Logger) *Pool {
+	return &Pool{tls: tlsCfg, reg: reg, log: log, hosts: map[string]*Client{}, byEP: map[string]*Client{}}
+}
+
+// Get returns the client of hostID; an unknown host is
+// errdefs.ErrUnavailable (its agent never answered this control plane).
+func (p *Pool) Get(hostID string) (*Client, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	c, ok := p.hosts[hostID]
+	if !ok {
+		return nil, errdefs.Errorf(errdefs.ErrUnavailable, "host %s is not connected", hostID)
+	}
+	return c, nil
+}
+
+// Register dials endpoint (once), asks the agent who it is and records
+// the host row. Calling it again refreshes the row (a heartbeat).
+func (p *Pool) Register(ctx context.Context, endpoint string) (store.Host, error) {
+	p.mu.Lock()
+	c, ok := p.byEP[endpoint]
+	if !ok {
+		var err error
+		c, err = Dial(endpoint, p.tls)
+		if err != nil {
+			p.mu.Unlock()
+			return store.Host{}, err
+		}
+		p.byEP[endpoint] = c
+	}
+	p.mu.Unlock()
+	info, err := c.Heartbeat(ctx)
+	if err != nil {
+		return store.Host{}, fmt.Errorf("register %s: %w", endpoint, err)
+	}
+	// The client is reachable by host ID before the row says the host is
+	// healthy, so the scheduler never picks a host the API cannot reach.
+	p.mu.Lock()
+	p.hosts[info.HostID] = c
+	p.mu.Unlock()
+	h, err := p.reg.UpsertHost(ctx, store.HostRegistration{
+		ID: info.HostID, GRPCEndpoint: endpoint, AgentVersion: info.AgentVersion,
+		Driver: info.Driver, Capacity: info.Capacity,
+	})
+	if err != nil {
+		return store.Host{}, fmt.Errorf("register %s: %w", endpoint, err)
+	}
+	return h, nil
+}
+
+// Run heartbeats every endpoint each round until ctx ends. Hosts whose
+// heartbeats stop become unhealthy (the scheduler skips them); hosts that
+// stay unhealthy become gone and their sandboxes move to error with a
+// reason, which releases their pool reservations.
+func (p *Pool) Run(ctx context.Context, endpoints []string, hb Heartbeats) {
+	if hb.Interval <= 0 {
+		hb.Interval = 5 * time.Second
+	}
+	if hb.StaleAfter <= 0 {
+		hb.StaleAfter = 3 * hb.Interval
+	}
+	if hb.GoneAfter <= 0 {
+		hb.GoneAfter = 5 * time.Minute
+	}
+	t := time.NewTicker(hb.Interval)
+	defer t.Stop()
+	for {
+		p.round(ctx, endpoints, hb)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Pool) round(ctx context.Context, endpoints []string, hb Heartbeats) {
+	for _, ep := range endpoints {
+		hctx, cancel := context.WithTimeout(ctx, hb.Interval)
+		if _, err := p.Register(hctx, ep); err != nil && ctx.Err() == nil {
+			p.log.Warn("agent heartbeat failed", "endpoint", ep, "err", err)
+		}
+		cancel()
+	}
+	stale, err := p.reg.MarkStaleHosts(ctx, hb.StaleAfter)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("mark stale hosts", "err", err)
+		}
+		return
+	}
+	if len(stale) > 0 {
+		p.log.Warn("hosts missed heartbeats", "host_ids", stale)
+	}
+	gone, err := p.reg.MarkGoneHosts(ctx, hb.GoneAfter)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("mark gone hosts", "err", err)
+		}
+		return
+	}
+	for _, h := range gone {
+		ids, err := p.reg.FailHostSandboxes(ctx, h, fmt.Sprintf("host %s stopped answering", h))
+		if err != nil {
+			p.log.Error("fail sandboxes of gone host", "host_id", h, "err", err)
+			continue
+		}
+		p.log.Warn("host gone", "host_id", h, "failed_sandboxes", len(ids))
+	}
+}
+
+// Close closes every connection.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ep, c := range p.byEP {
+		_ = c.Close()
+		delete(p.byEP, ep)
+	}
+	clear(p.hosts)
+	return nil
+}

@@ -1,0 +1,152 @@
+// Package api is the control plane's REST API (/v1, JSON, X-API-Key): the
+// chi router, its middleware, the handlers, and the one translation of
+// errdefs errors into the {"error":{"code","message"}} body. It talks to
+// agents only through the small Agent interface (agentclient implements
+// it) and must not import host-agent packages.
+package api
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/wrenn-dev/wrenn-sandbox/internal/auth"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/scheduler"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
+	pb "github.com/wrenn-dev/wrenn-sandbox/proto/hostagent/gen"
+)
+
+// Agent is what the API needs from one host agent. Errors match the
+// errdefs sentinels. *agentclient.Client implements it.
+type Agent interface {
+	CreateSandbox(ctx context.Context, req *pb.CreateSandboxRequest) (*pb.CreateSandboxResponse, error)
+	DestroySandbox(ctx context.Context, id string) error
+	PauseSandbox(ctx context.Context, id string) error
+	ResumeSandbox(ctx context.Context, id string) error
+	// Exec calls fn for every event, the exit event last.
+	Exec(ctx context.Context, req *pb.ExecRequest, fn func(*pb.ExecResponse) error) error
+	WriteFile(ctx context.Context, hdr *pb.WriteFileHeader, r io.Reader) (*pb.WriteFileResponse, error)
+	// ReadFile calls first(size) before writing anything to w.
+	ReadFile(ctx context.Context, req *pb.ReadFileRequest, first func(size int64) error, w io.Writer) (int64, error)
+}
+
+// Agents finds the agent of a host; an unknown or disconnected host is
+// errdefs.ErrUnavailable.
+type Agents interface {
+	Agent(hostID string) (Agent, error)
+}
+
+// Config tunes the API; zero values take the defaults.
+type Config struct {
+	MaxJSONBytes    int64         // request bodies other than uploads (default 1 MiB)
+	MaxUploadBytes  int64         // PUT .../files (default 100 MiB)
+	MaxOutputBytes  int           // stdout and stderr kept by non-streaming exec, each (default 8 MiB)
+	CreateTimeout   time.Duration // agent create, detached from the request (default 3 min)
+	DefaultTemplate string        // default "minimal"
+	RateLimit       auth.Limit    // per key, unless the key has its own (default 20/s, burst 40)
+}
+
+func (c *Config) defaults() {
+	if c.MaxJSONBytes <= 0 {
+		c.MaxJSONBytes = 1 << 20
+	}
+	if c.MaxUploadBytes <= 0 {
+		c.MaxUploadBytes = 100 << 20
+	}
+	if c.MaxOutputBytes <= 0 {
+		c.MaxOutputBytes = 8 << 20
+	}
+	if c.CreateTimeout <= 0 {
+		c.CreateTimeout = 3 * time.Minute
+	}
+	if c.DefaultTemplate == "" {
+		c.DefaultTemplate = "minimal"
+	}
+	if c.RateLimit.Rate <= 0 || c.RateLimit.Burst < 1 {
+		c.RateLimit = auth.Limit{Rate: 20, Burst: 40}
+	}
+}
+
+// Deps are the API's collaborators.
+type Deps struct {
+	Store     *store.Store
+	Agents    Agents
+	Scheduler scheduler.Scheduler
+	Audit     *store.AuditWriter // nil = no audit
+	Log       *slog.Logger
+}
+
+// Server holds the handlers.
+type Server struct {
+	cfg     Config
+	st      *store.Store
+	agents  Agents
+	sched   scheduler.Scheduler
+	audit   *store.AuditWriter
+	log     *slog.Logger
+	authn   *auth.Authenticator
+	limiter *auth.Limiter
+}
+
+// New returns a server.
+func New(cfg Config, d Deps) (*Server, error) {
+	cfg.defaults()
+	lim, err := auth.NewLimiter(cfg.RateLimit)
+	if err != nil {
+		return nil, err
+	}
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg: cfg, st: d.Store, agents: d.Agents, sched: d.Scheduler, audit: d.Audit, log: log,
+		authn: auth.NewAuthenticator(d.Store), limiter: lim,
+	}, nil
+}
+
+// Handler is the router with every route.
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.requestID, s.logRequests, s.recoverPanics)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errNotFoundRoute)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errMethod)
+	})
+	r.Get("/healthz", s.healthz)
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(s.authenticate, s.rateLimit)
+		r.Post("/sandboxes", s.createSandbox)
+		r.Get("/sandboxes", s.listSandboxes)
+		r.Get("/sandboxes/{id}", s.getSandbox)
+		r.Delete("/sandboxes/{id}", s.deleteSandbox)
+		r.Post("/sandboxes/{id}/pause", s.pauseSandbox)
+		r.Post("/sandboxes/{id}/resume", s.resumeSandbox)
+		r.Post("/sandboxes/{id}/exec", s.exec)
+		r.Put("/sandboxes/{id}/files", s.writeFile)
+		r.Get("/sandboxes/{id}/files/*", s.readFile)
+		r.Get("/sandboxes/{id}/terminal", s.terminal)
+		r.Group(func(r chi.Router) {
+			r.Use(s.adminOnly)
+			r.Get("/hosts", s.listHosts)
+			r.Get("/keys", s.listKeys)
+			r.Post("/keys", s.createKey)
+			r.Delete("/keys/{id}", s.revokeKey)
+		})
+	})
+	return r
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := s.st.Ping(r.Context()); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
