@@ -61,6 +61,15 @@ test-compat: ## The stock e2b npm SDK against envd on 127.0.0.1:49983
 bench: ## Benchmarks (numbers go to docs/benchmarks.md)
 	cd $(ENVD_DIR) && $(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
+# ---------------------------------------------------------------- dev
+.PHONY: dev dev-down
+
+dev: ## Everything up locally (PostgreSQL, agent, control plane); prints keys and a curl line
+	./scripts/dev.sh up
+
+dev-down: ## Stop what `make dev` started (sandboxes destroyed, state kept in .dev/)
+	./scripts/dev.sh down
+
 # ---------------------------------------------------------------- images
 .PHONY: images
 TEMPLATES ?= minimal,python311,node20
