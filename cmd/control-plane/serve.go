@@ -76,7 +76,8 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 	go func() {
 		defer close(hbDone)
 		if len(cfg.AgentEndpoints) > 0 {
-			agents.Run(bg, cfg.AgentEndpoints, agentclient.Heartbeats{Interval: cfg.HeartbeatInterval, GoneAfter: cfg.HostGoneAfter})
+			agents.Run(bg, cfg.AgentEndpoints, agentclient.Heartbeats{Interval: cfg.HeartbeatInterval, GoneAfter: cfg.HostGoneAfter,
+				Reconciler: agentclient.NewReconciler(st, log, agentclient.ReconcileOptions{})})
 		}
 	}()
 	errc := make(chan error, 1)

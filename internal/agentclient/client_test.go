@@ -28,15 +28,29 @@ import (
 
 type scripted struct {
 	pb.UnimplementedHostAgentServiceServer
-	err   error  // returned by every unary call when set
-	files []byte // last WriteFile body
+	err   error      // returned by every unary call when set
+	files []byte     // last WriteFile body
+	inv   *inventory // ListSandboxes, and DestroySandbox removes from it, when set
 }
 
 func (s *scripted) DestroySandbox(ctx context.Context, r *pb.DestroySandboxRequest) (*pb.DestroySandboxResponse, error) {
+	if s.inv != nil {
+		return &pb.DestroySandboxResponse{}, s.inv.destroy(r.GetSandboxId())
+	}
 	return &pb.DestroySandboxResponse{}, s.err
 }
 
+func (s *scripted) ListSandboxes(ctx context.Context, r *pb.ListSandboxesRequest) (*pb.ListSandboxesResponse, error) {
+	if s.inv == nil {
+		return nil, status.Error(codes.Unimplemented, "no inventory")
+	}
+	return &pb.ListSandboxesResponse{Sandboxes: s.inv.list()}, nil
+}
+
 func (s *scripted) Heartbeat(ctx context.Context, r *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	if s.inv != nil && s.inv.down() {
+		return nil, status.Error(codes.Unavailable, "agent restarting")
+	}
 	return &pb.HeartbeatResponse{HostId: "host-test", Driver: "qemu",
 		Capacity: &pb.Capacity{TotalVcpus: 8, TotalMemoryMb: 4096, UsedMemoryMb: 512}}, nil
 }

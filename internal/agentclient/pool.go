@@ -26,6 +26,18 @@ type Heartbeats struct {
 	Interval   time.Duration // between rounds (default 5s)
 	StaleAfter time.Duration // no heartbeat this long: unhealthy, no new sandboxes (default 3 intervals)
 	GoneAfter  time.Duration // unhealthy this long: gone, its sandboxes go to error (default 5 min)
+	// Reconciler, when set, reconciles a host after its first successful
+	// heartbeat (the agent connected, or came back after failed ones) and
+	// then every Reconciler Every, in the background.
+	Reconciler *Reconciler
+}
+
+// epState is what Run remembers of one endpoint between rounds; only
+// Run's goroutine touches it.
+type epState struct {
+	hostID     string
+	up         bool      // the last heartbeat succeeded
+	reconciled time.Time // last pass started
 }
 
 // Pool holds one Client per host, keyed by the host ID the agent reports.
@@ -35,9 +47,10 @@ type Pool struct {
 	reg Registrar
 	log *slog.Logger
 
-	mu    sync.RWMutex
-	hosts map[string]*Client // host ID -> client
-	byEP  map[string]*Client // endpoint -> client
+	mu          sync.RWMutex
+	hosts       map[string]*Client // host ID -> client
+	byEP        map[string]*Client // endpoint -> client
+	reconciling map[string]bool    // host ID -> a pass is running
 }
 
 // NewPool returns an empty pool dialling with tlsCfg.
@@ -107,8 +120,14 @@ func (p *Pool) Run(ctx context.Context, endpoints []string, hb Heartbeats) {
 	}
 	t := time.NewTicker(hb.Interval)
 	defer t.Stop()
+	eps := make(map[string]*epState, len(endpoints))
+	for _, ep := range endpoints {
+		eps[ep] = &epState{}
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
-		p.round(ctx, endpoints, hb)
+		p.round(ctx, endpoints, hb, eps, &wg)
 		select {
 		case <-ctx.Done():
 			return
@@ -117,13 +136,29 @@ func (p *Pool) Run(ctx context.Context, endpoints []string, hb Heartbeats) {
 	}
 }
 
-func (p *Pool) round(ctx context.Context, endpoints []string, hb Heartbeats) {
+func (p *Pool) round(ctx context.Context, endpoints []string, hb Heartbeats, eps map[string]*epState, wg *sync.WaitGroup) {
 	for _, ep := range endpoints {
 		hctx, cancel := context.WithTimeout(ctx, hb.Interval)
-		if _, err := p.Register(hctx, ep); err != nil && ctx.Err() == nil {
-			p.log.Warn("agent heartbeat failed", "endpoint", ep, "err", err)
-		}
+		h, err := p.Register(hctx, ep)
 		cancel()
+		es := eps[ep]
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("agent heartbeat failed", "endpoint", ep, "err", err)
+			}
+			es.up = false
+			continue
+		}
+		if hb.Reconciler == nil {
+			continue
+		}
+		reconnect := !es.up || es.hostID != h.ID
+		es.up, es.hostID = true, h.ID
+		if reconnect || time.Since(es.reconciled) >= hb.Reconciler.opts.Every {
+			if p.startReconcile(ctx, wg, hb.Reconciler, h.ID, reconnect) {
+				es.reconciled = time.Now()
+			}
+		}
 	}
 	stale, err := p.reg.MarkStaleHosts(ctx, hb.StaleAfter)
 	if err != nil {
@@ -150,6 +185,48 @@ func (p *Pool) round(ctx context.Context, endpoints []string, hb Heartbeats) {
 		}
 		p.log.Warn("host gone", "host_id", h, "failed_sandboxes", len(ids))
 	}
+}
+
+// startReconcile runs one reconciliation of hostID in the background,
+// unless one is still running; it reports whether it started one.
+func (p *Pool) startReconcile(ctx context.Context, wg *sync.WaitGroup, r *Reconciler, hostID string, reconnect bool) bool {
+	c, err := p.Get(hostID)
+	if err != nil {
+		return false
+	}
+	p.mu.Lock()
+	if p.reconciling == nil {
+		p.reconciling = map[string]bool{}
+	}
+	if p.reconciling[hostID] {
+		p.mu.Unlock()
+		return false
+	}
+	p.reconciling[hostID] = true
+	p.mu.Unlock()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() {
+			p.mu.Lock()
+			delete(p.reconciling, hostID)
+			p.mu.Unlock()
+		}()
+		res, err := r.ReconcileHost(ctx, hostID, c)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("reconcile host", "host_id", hostID, "err", err)
+			}
+			return
+		}
+		lvl := slog.LevelDebug
+		if len(res.Fixes) > 0 || reconnect {
+			lvl = slog.LevelInfo
+		}
+		p.log.Log(ctx, lvl, "reconciled host", "host_id", hostID, "reconnect", reconnect,
+			"fixes", len(res.Fixes), "applied", res.Applied, "skipped", res.Skipped, "failed", res.Failed)
+	}()
+	return true
 }
 
 // Close closes every connection.

@@ -48,6 +48,8 @@ type Config struct {
 	CreateTimeout   time.Duration // agent create, detached from the request (default 3 min)
 	DefaultTemplate string        // default "minimal"
 	RateLimit       auth.Limit    // per key, unless the key has its own (default 20/s, burst 40)
+	// MetricsPerKey adds per-key pool gauges (label key_id) to /metrics.
+	MetricsPerKey bool
 }
 
 func (c *Config) defaults() {
@@ -90,6 +92,7 @@ type Server struct {
 	log     *slog.Logger
 	authn   *auth.Authenticator
 	limiter *auth.Limiter
+	metrics *metrics
 }
 
 // New returns a server.
@@ -103,16 +106,18 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{
+	s := &Server{
 		cfg: cfg, st: d.Store, agents: d.Agents, sched: d.Scheduler, audit: d.Audit, log: log,
 		authn: auth.NewAuthenticator(d.Store), limiter: lim,
-	}, nil
+	}
+	s.metrics = newMetrics(s)
+	return s, nil
 }
 
 // Handler is the router with every route.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.requestID, s.logRequests, s.recoverPanics)
+	r.Use(s.requestID, s.logRequests, s.observe, s.recoverPanics)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errNotFoundRoute)
 	})
@@ -120,6 +125,9 @@ func (s *Server) Handler() http.Handler {
 		s.writeError(w, r, errMethod)
 	})
 	r.Get("/healthz", s.healthz)
+	// Prometheus metrics, unauthenticated: expose the listener only where
+	// scrapers may see these counts.
+	r.Method(http.MethodGet, "/metrics", s.metricsHandler())
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.authenticate, s.rateLimit)
 		r.Post("/sandboxes", s.createSandbox)
