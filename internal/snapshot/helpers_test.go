@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/filesystem"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/filesystem/fstest"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu/qemutest"
 )
 
 func TestMain(m *testing.M) {
@@ -28,49 +28,9 @@ func TestMain(m *testing.M) {
 // with other suites, and TCG boots there have taken 17 s.
 const testTimeout = 60 * time.Second
 
-type tWriter struct{ t testing.TB }
+func testLogger(t testing.TB) *slog.Logger { return qemutest.Logger(t) }
 
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("WRENN_TEST_QUIET") != "" {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// accel is resolved once per test binary (auto probes KVM with a boot).
-var accel struct {
-	once sync.Once
-	name string
-	err  error
-}
-
-// testDriver returns a QEMU driver with the accelerator resolved once.
-func testDriver(t testing.TB, kernel string) *qemu.Driver {
-	t.Helper()
-	accel.once.Do(func() {
-		d, err := qemu.New(qemu.Config{Accel: os.Getenv("AGENT_QEMU_ACCEL")})
-		if err != nil {
-			accel.err = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		accel.name, accel.err = d.Accel(ctx, kernel)
-	})
-	if accel.err != nil {
-		t.Fatal(accel.err)
-	}
-	d, err := qemu.New(qemu.Config{Accel: accel.name, BootAttempts: 3, Log: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+func testDriver(t testing.TB, kernel string) *qemu.Driver { return qemutest.Driver(t, kernel) }
 
 // testManager is a TemplateManager over registry with a private cache.
 func testManager(t testing.TB, registry string, mutate ...func(*Config)) *TemplateManager {

@@ -16,6 +16,7 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/snapshot"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu/qemutest"
 )
 
 // The issue-3 benchmarks, ten runs each (p50 and p95 in ms as metrics):
@@ -78,7 +79,7 @@ func BenchmarkColdBoot(b *testing.B) {
 		work := b.TempDir()
 		res, err := imagebuild.Boot(ctx, imagebuild.BootSpec{
 			Kernel: k.Image, Initrd: k.Initrd, Rootfs: probe, Append: rawAppend,
-			Accel: qAccel.name, WorkDir: work, Marker: imagebuild.ProbeMarker, Wait: 10 * time.Second,
+			Accel: qemutest.Accel(), WorkDir: work, Marker: imagebuild.ProbeMarker, Wait: 10 * time.Second,
 		}, qLogger(b))
 		if err != nil {
 			b.Fatalf("raw boot: %v", err)

@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/filesystem/fstest"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/snapshot"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu/qemutest"
 )
 
 func TestMain(m *testing.M) {
@@ -33,50 +32,9 @@ func TestMain(m *testing.M) {
 // qBootTimeout bounds one boot attempt on this shared two-core machine.
 const qBootTimeout = 60 * time.Second
 
-type qtWriter struct{ t testing.TB }
+func qLogger(t testing.TB) *slog.Logger { return qemutest.Logger(t) }
 
-func (w qtWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// qLogger routes to t.Log in tests and discards in benchmarks.
-func qLogger(t testing.TB) *slog.Logger {
-	if _, bench := t.(*testing.B); bench {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(qtWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-var qAccel struct {
-	once sync.Once
-	name string
-	err  error
-}
-
-// qemuDriver returns a QEMU driver; the accelerator (AGENT_QEMU_ACCEL, else a
-// KVM probe) is resolved once per test binary.
-func qemuDriver(t testing.TB, kernel string) *qemu.Driver {
-	t.Helper()
-	qAccel.once.Do(func() {
-		d, err := qemu.New(qemu.Config{Accel: os.Getenv("AGENT_QEMU_ACCEL")})
-		if err != nil {
-			qAccel.err = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		qAccel.name, qAccel.err = d.Accel(ctx, kernel)
-	})
-	if qAccel.err != nil {
-		t.Fatal(qAccel.err)
-	}
-	d, err := qemu.New(qemu.Config{Accel: qAccel.name, BootAttempts: 3, Log: qLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+func qemuDriver(t testing.TB, kernel string) *qemu.Driver { return qemutest.Driver(t, kernel) }
 
 // openRegistry opens an image openRegistry directory.
 func openRegistry(t testing.TB, dir string) (*filesystem.Registry, filesystem.Kernel) {

@@ -15,6 +15,7 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/filesystem/fstest"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/imagebuild"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu/qemutest"
 )
 
 // BenchmarkRestoreMemoryModes is a prototype that measures, with QEMU
@@ -45,7 +46,7 @@ func BenchmarkRestoreMemoryModes(b *testing.B) {
 	ctx := context.Background()
 	khz, _ := imagebuild.HostTSCKHz()
 	base := protoVM{
-		accel: qAccel.name, kernel: k.Image, initrd: k.Initrd, memMB: 256,
+		accel: qemutest.Accel(), kernel: k.Image, initrd: k.Initrd, memMB: 256,
 		append: fmt.Sprintf("console=ttyS0 root=/dev/vda rw panic=1 quiet tsc_early_khz=%d", khz),
 	}
 	modes := []string{"stream", "file"}
