@@ -40,18 +40,21 @@ func (a cpAgents) Agent(hostID string) (api.Agent, error) {
 
 // cpEnv is a control plane in front of one real agent.
 type cpEnv struct {
-	t     *testing.T
+	t     testing.TB
 	st    *store.Store
 	srv   *httptest.Server
 	agent *agentClient
 }
 
-func newCPEnv(t *testing.T) *cpEnv {
+func newCPEnv(t testing.TB) *cpEnv {
 	t.Helper()
 	ae := newAgentEnv(t)
 	agent := ae.startInProcess(t, "AGENT_TOTAL_VCPUS=64", "AGENT_TOTAL_MEMORY_MB=16384")
 	db := pgtest.New(t)
 	log := slog.New(slog.NewTextHandler(agentLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if _, bench := t.(*testing.B); bench {
+		log = slog.New(slog.DiscardHandler) // per-request logs would be what is measured
+	}
 	st := store.New(db.Pool, log)
 	tlsCfg, err := config.ClientTLS(ae.certs.Client, "localhost")
 	if err != nil {

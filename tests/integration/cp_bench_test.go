@@ -1,0 +1,109 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/wrenn-dev/wrenn-sandbox/internal/api"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/hostagent/sandbox"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/id"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/models"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
+)
+
+// BenchmarkCPExec compares exec `true` through REST -> control plane ->
+// agent -> envd with the agent's gRPC Exec and with the agent's own envd
+// client (envd directly), on one real sandbox.
+func BenchmarkCPExec(b *testing.B) {
+	e := newCPEnv(b)
+	key := e.key("bench", nil)
+	code, body := e.do("POST", "/v1/sandboxes", key, jsonBody(map[string]any{"template": "minimal", "memory_mb": 256}))
+	if code != 201 {
+		b.Fatalf("create: %d %s", code, body)
+	}
+	var sb api.SandboxView
+	if err := json.Unmarshal(body, &sb); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	m := e.agent.agent.Manager()
+	execBody := func() []byte { b, _ := json.Marshal(api.ExecRequest{Cmd: "true"}); return b }()
+	rest := func() {
+		code, body := e.do("POST", "/v1/sandboxes/"+sb.ID+"/exec", key, bytes.NewReader(execBody))
+		if code != 200 {
+			b.Fatalf("exec: %d %s", code, body)
+		}
+	}
+	for range 20 { // warm every path
+		rest()
+		if _, err := e.agent.exec(ctx, sb.ID, "true"); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.Exec(ctx, sb.ID, sandbox.ExecSpec{Cmd: "true"}, nopSink{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var viaREST, viaAgent, direct []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		rest()
+		viaREST = append(viaREST, time.Since(t0))
+		t0 = time.Now()
+		if _, err := e.agent.exec(ctx, sb.ID, "true"); err != nil {
+			b.Fatal(err)
+		}
+		viaAgent = append(viaAgent, time.Since(t0))
+		t0 = time.Now()
+		if _, err := m.Exec(ctx, sb.ID, sandbox.ExecSpec{Cmd: "true"}, nopSink{}); err != nil {
+			b.Fatal(err)
+		}
+		direct = append(direct, time.Since(t0))
+	}
+	b.StopTimer()
+	for _, s := range [][]time.Duration{viaREST, viaAgent, direct} {
+		slices.Sort(s)
+	}
+	b.ReportMetric(float64(pct(viaREST, 50).Microseconds()), "rest-p50-us")
+	b.ReportMetric(float64(pct(viaAgent, 50).Microseconds()), "agent-p50-us")
+	b.ReportMetric(float64(pct(direct, 50).Microseconds()), "envd-p50-us")
+	b.ReportMetric(float64((pct(viaREST, 50) - pct(viaAgent, 50)).Microseconds()), "cp-added-p50-us")
+	b.ReportMetric(float64((pct(viaREST, 50) - pct(direct, 50)).Microseconds()), "total-added-p50-us")
+	e.do("DELETE", "/v1/sandboxes/"+sb.ID, key, nil)
+}
+
+// BenchmarkCPList measures GET /v1/sandboxes (first page of 50) for an
+// owner with 10,000 sandboxes. Rows are inserted through the store.
+func BenchmarkCPList(b *testing.B) {
+	e := newCPEnv(b)
+	ck, err := api.NewKey(context.Background(), e.st, api.CreateKeyRequest{OwnerID: "lister",
+		Pool:            &store.Pool{VCPUs: 1 << 20, MemoryMB: 1 << 30, StorageMB: 1 << 30},
+		RateLimitPerSec: 1e6, RateLimitBurst: 1e6})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 10000 {
+		if _, err := e.st.CreateSandbox(ctx, store.NewSandbox{
+			ID: id.NewSandboxID(), OwnerID: "lister", APIKeyID: ck.ID, Template: "minimal",
+			Resources: models.Resources{VCPUs: 1, MemoryMB: 128}, TimeoutSec: 300,
+			Metadata: map[string]string{"n": fmt.Sprint(i % 10)},
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	t0 := time.Now()
+	for range b.N {
+		code, body := e.do("GET", "/v1/sandboxes?limit=50", ck.Key, nil)
+		if code != 200 {
+			b.Fatalf("list: %d %s", code, body)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "req/s")
+}
