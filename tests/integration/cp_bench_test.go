@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,4 +113,57 @@ func BenchmarkCPList(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "req/s")
+}
+
+// BenchmarkCPCreate measures creates per second through REST (template
+// snapshot restores on the real agent), with `conc` clients creating at
+// once; every sandbox is deleted afterwards, outside the timing.
+func BenchmarkCPCreate(b *testing.B) {
+	e := newCPEnv(b)
+	key := e.key("creator", &store.Pool{VCPUs: 64, MemoryMB: 64 << 10, StorageMB: 1 << 20})
+	create := func() (string, error) {
+		code, body := e.do("POST", "/v1/sandboxes", key, jsonBody(map[string]any{"template": "minimal", "memory_mb": 128}))
+		if code != 201 {
+			return "", fmt.Errorf("create: %d %s", code, body)
+		}
+		var sb api.SandboxView
+		err := json.Unmarshal(body, &sb)
+		return sb.ID, err
+	}
+	first, err := create() // builds the template snapshot
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.do("DELETE", "/v1/sandboxes/"+first, key, nil)
+	const conc = 4
+	ids := make(chan string, b.N+conc)
+	b.ResetTimer()
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	work := make(chan struct{}, b.N)
+	for range b.N {
+		work <- struct{}{}
+	}
+	close(work)
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range work {
+				id, err := create()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				ids <- id
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "creates/s")
+	b.StopTimer()
+	close(ids)
+	for id := range ids {
+		e.do("DELETE", "/v1/sandboxes/"+id, key, nil)
+	}
 }

@@ -331,7 +331,7 @@ func newRig(t *testing.T, totals Totals) *rig {
 	m, err := New(Config{
 		Driver: d, State: st, Images: &fakeImages{rootfs: rootfs}, Network: &fakeNet{j}, Cgroups: &fakeCgroups{j},
 		Snapshots: snaps, Totals: totals, DefaultMemoryMB: 256, BootTimeout: 5 * time.Second,
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log: slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -339,9 +339,30 @@ func newRig(t *testing.T, totals Totals) *rig {
 	return &rig{m: m, j: j, d: d, state: st, imgDir: dir}
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter sends log lines to t.Log until the test's cleanup runs; the
+// manager's watch goroutines may log after that, and those lines are
+// dropped (testing forbids logging once a test has finished).
+type testWriter struct {
+	t    *testing.T
+	mu   *sync.Mutex
+	done *bool
+}
+
+func newTestWriter(t *testing.T) testWriter {
+	w := testWriter{t: t, mu: &sync.Mutex{}, done: new(bool)}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		*w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !*w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }

@@ -15,10 +15,20 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu"
 )
 
-type tWriter struct{ t testing.TB }
+// tWriter sends log lines to t.Log until the test's cleanup runs; lines
+// from goroutines that outlive the test are dropped (testing forbids them).
+type tWriter struct {
+	t    testing.TB
+	mu   *sync.Mutex
+	done *bool
+}
 
 func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !*w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -28,7 +38,13 @@ func Logger(t testing.TB) *slog.Logger {
 	if _, bench := t.(*testing.B); bench || os.Getenv("WRENN_TEST_QUIET") != "" {
 		return slog.New(slog.DiscardHandler)
 	}
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := tWriter{t: t, mu: &sync.Mutex{}, done: new(bool)}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		*w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 var accel struct {
