@@ -164,6 +164,11 @@ down() {
 	if [ -n "$NETNS" ] && ip netns list | grep -qw "$NETNS"; then
 		ip netns del "$NETNS" || true
 	fi
+	# The agent's parent cgroup, once its sandboxes are gone (rmdir only
+	# removes an empty group).
+	for d in /sys/fs/cgroup/*/wrenn /sys/fs/cgroup/wrenn; do
+		[ -d "$d" ] && rmdir "$d" 2>/dev/null || true
+	done
 	say "stopped (state kept in .dev/; rm -rf .dev for a clean slate)"
 }
 
