@@ -38,6 +38,7 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/filesystem/fstest"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/hostagent"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/id"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 	pb "github.com/wrenn-dev/wrenn-sandbox/proto/hostagent/gen"
 )
 
@@ -176,12 +177,6 @@ func (e *agentEnv) dial(t testing.TB, addr string) (*grpc.ClientConn, pb.HostAge
 }
 
 // agentLog routes agent logs to t.Log.
-type agentLog struct{ t testing.TB }
-
-func (w agentLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // startInProcess runs the agent in this test process.
 func (e *agentEnv) startInProcess(t testing.TB, extra ...string) *agentClient {
@@ -195,7 +190,7 @@ func (e *agentEnv) startInProcess(t testing.TB, extra ...string) *agentClient {
 	if _, bench := t.(*testing.B); bench {
 		log = slog.New(slog.DiscardHandler)
 	} else {
-		log = slog.New(slog.NewTextHandler(agentLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		log = slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := hostagent.New(ctx, cfg, "test", log)

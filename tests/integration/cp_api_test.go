@@ -25,6 +25,7 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/pgtest"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/scheduler"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 )
 
 // cpAgents adapts the agent pool to api.Agents.
@@ -51,7 +52,7 @@ func newCPEnv(t testing.TB) *cpEnv {
 	ae := newAgentEnv(t)
 	agent := ae.startInProcess(t, "AGENT_TOTAL_VCPUS=64", "AGENT_TOTAL_MEMORY_MB=16384")
 	db := pgtest.New(t)
-	log := slog.New(slog.NewTextHandler(agentLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if _, bench := t.(*testing.B); bench {
 		log = slog.New(slog.DiscardHandler) // per-request logs would be what is measured
 	}

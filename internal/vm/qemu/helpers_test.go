@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wrenn-dev/wrenn-sandbox/internal/envdclient"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm"
 )
 
@@ -22,16 +23,9 @@ import (
 const testBootTimeout = 60 * time.Second
 
 // tWriter routes a logger's lines to t.Log.
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func newTestDriver(t testing.TB, cfg Config) *Driver {

@@ -7,30 +7,13 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/qemu"
 )
-
-// tWriter sends log lines to t.Log until the test's cleanup runs; lines
-// from goroutines that outlive the test are dropped (testing forbids them).
-type tWriter struct {
-	t    testing.TB
-	mu   *sync.Mutex
-	done *bool
-}
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !*w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
 
 // Logger routes slog output to t.Log; benchmarks and runs with
 // WRENN_TEST_QUIET set discard it.
@@ -38,13 +21,7 @@ func Logger(t testing.TB) *slog.Logger {
 	if _, bench := t.(*testing.B); bench || os.Getenv("WRENN_TEST_QUIET") != "" {
 		return slog.New(slog.DiscardHandler)
 	}
-	w := tWriter{t: t, mu: &sync.Mutex{}, done: new(bool)}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		*w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 var accel struct {
