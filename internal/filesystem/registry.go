@@ -11,7 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/wrenn-dev/wrenn-sandbox/internal/imagebuild"
 )
 
 // Errors of the registry; match them with errors.Is.
@@ -60,30 +61,12 @@ const (
 
 var nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
-// TemplateManifest is templates/<name>[/<dir>]/manifest.json.
-type TemplateManifest struct {
-	Name          string            `json:"name"`
-	Version       string            `json:"version"`
-	KernelVersion string            `json:"kernel_version"`
-	File          string            `json:"file"`
-	SizeBytes     int64             `json:"size_bytes"`
-	SHA256        string            `json:"sha256"`
-	BuiltAt       time.Time         `json:"built_at"`
-	EnvdSHA256    string            `json:"envd_sha256"`
-	Packages      map[string]string `json:"packages,omitempty"`
-}
+// TemplateManifest is templates/<name>[/<dir>]/manifest.json, the format
+// the image builder writes.
+type TemplateManifest = imagebuild.Manifest
 
 // KernelManifest is kernel/manifest.json.
-type KernelManifest struct {
-	KernelVersion   string    `json:"kernel_version"`
-	Kernel          string    `json:"kernel"`
-	KernelSHA256    string    `json:"kernel_sha256"`
-	Initramfs       string    `json:"initramfs"`
-	InitramfsSHA256 string    `json:"initramfs_sha256"`
-	Modules         []string  `json:"modules"`
-	Append          string    `json:"append"`
-	BuiltAt         time.Time `json:"built_at"`
-}
+type KernelManifest = imagebuild.KernelManifest
 
 // Kernel is the resolved kernel pair (absolute paths).
 type Kernel struct {
