@@ -35,6 +35,13 @@ const (
 const (
 	breakEvery = 300 * time.Millisecond // READY not seen for this long: send a break
 	goWait     = 2 * time.Second        // no GO this long after HELLO: wait for READY again
+	// answerWait is how long one connection waits for a first READY
+	// before the host hangs up and connects again. Closing and reopening
+	// QEMU's chardev resets the port on both sides (QEMU drops a stuck
+	// throttle, the guest gets fresh port-open events), which a guest
+	// whose READYs stopped reaching the host needs; a guest still booting
+	// is not disturbed by it.
+	answerWait = 2 * time.Second
 )
 
 // breakBytes is the break: 0xFF is never a valid yamux version byte.
@@ -43,11 +50,23 @@ var breakBytes = bytes.Repeat([]byte{0xFF}, breakLen)
 // ErrHandshake wraps failures of the virtio-serial handshake.
 var ErrHandshake = errors.New("envd channel handshake failed")
 
+// errNoAnswer: no READY arrived within answerWait of connecting.
+var errNoAnswer = errors.New("no READY from the guest")
+
 // handshakeStats counts what one handshake did, for logs and tests.
 type handshakeStats struct {
 	Breaks  int
 	Hellos  int
 	Skipped int // bytes skipped that belonged to no marker
+	Redials int // connections given up for want of a READY
+}
+
+// add folds o into st.
+func (st *handshakeStats) add(o handshakeStats) {
+	st.Breaks += o.Breaks
+	st.Hellos += o.Hellos
+	st.Skipped += o.Skipped
+	st.Redials += o.Redials
 }
 
 // serialHandshake runs the host side of the handshake on conn. With
@@ -55,9 +74,15 @@ type handshakeStats struct {
 // inside a stale session: after a restore or a lost connection). It returns
 // the reader holding any bytes already read past GO. With readyOnly it
 // returns as soon as READY was read, before HELLO: the guest is then
-// known to be in handshake mode and stays there.
-func serialHandshake(ctx context.Context, conn net.Conn, breakFirst, readyOnly bool) (*bufio.Reader, handshakeStats, error) {
+// known to be in handshake mode and stays there. When answer is not zero
+// and no READY has arrived that long after the start, it gives up with
+// errNoAnswer so that the caller can connect again.
+func serialHandshake(ctx context.Context, conn net.Conn, breakFirst, readyOnly bool, answer time.Duration) (*bufio.Reader, handshakeStats, error) {
 	var st handshakeStats
+	var answerBy time.Time // zero once READY was seen, or when answer is 0
+	if answer > 0 {
+		answerBy = time.Now().Add(answer)
+	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(aLongTimeAgo) })
 	defer stop()
 	ctxDeadline, hasDeadline := ctx.Deadline()
@@ -97,6 +122,9 @@ func serialHandshake(ctx context.Context, conn net.Conn, breakFirst, readyOnly b
 			if hasDeadline && !time.Now().Before(ctxDeadline) {
 				return nil, st, fmt.Errorf("%w: %w", ErrHandshake, context.DeadlineExceeded)
 			}
+			if !answerBy.IsZero() && !time.Now().Before(answerBy) {
+				return nil, st, fmt.Errorf("%w: %w after %v", ErrHandshake, errNoAnswer, answer)
+			}
 			if want == goMarker {
 				// HELLO went unanswered: start over from READY.
 				want, matched = readyMarker, 0
@@ -122,6 +150,7 @@ func serialHandshake(ctx context.Context, conn net.Conn, breakFirst, readyOnly b
 			continue
 		}
 		matched = 0
+		answerBy = time.Time{}
 		if want == goMarker {
 			if !stop() {
 				return nil, st, fmt.Errorf("%w: %w", ErrHandshake, ctx.Err())

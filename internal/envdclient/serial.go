@@ -1,6 +1,7 @@
 package envdclient
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,9 @@ type SerialOptions struct {
 	// whose pings go unanswered (a VM paused for long) is closed and
 	// re-established on the next dial.
 	KeepAliveInterval time.Duration
+	// AnswerWait is how long one connection waits for the guest's first
+	// READY before the dialer hangs up and connects again; 0 means 2 s.
+	AnswerWait time.Duration
 }
 
 // SerialDialer reaches envd over QEMU's virtio-serial channel: the unix
@@ -49,8 +53,11 @@ type SerialDialer struct {
 	stale  bool
 	closed bool
 
+	answerWait time.Duration
+
 	sessions atomic.Int64
 	breaks   atomic.Int64
+	redials  atomic.Int64
 }
 
 // NewSerialDialer returns a dialer for the QEMU chardev socket at path. It
@@ -68,24 +75,30 @@ func NewSerialDialer(path string, o SerialOptions) *SerialDialer {
 	cfg.ConnectionWriteTimeout = 10 * time.Second
 	cfg.MaxStreamWindowSize = 16 << 20 // as envd's side: file transfers fill the link
 	cfg.StreamOpenTimeout = 30 * time.Second
+	if o.AnswerWait <= 0 {
+		o.AnswerWait = answerWait
+	}
 	return &SerialDialer{
-		path:  path,
-		log:   o.Log,
-		cfg:   cfg,
-		sem:   make(chan struct{}, 1),
-		stale: o.Stale,
+		answerWait: o.AnswerWait,
+		path:       path,
+		log:        o.Log,
+		cfg:        cfg,
+		sem:        make(chan struct{}, 1),
+		stale:      o.Stale,
 	}
 }
 
-// SerialStats counts sessions established and breaks sent.
+// SerialStats counts sessions established, breaks sent and connections
+// given up for want of an answer.
 type SerialStats struct {
 	Sessions int64
 	Breaks   int64
+	Redials  int64
 }
 
 // Stats reports counters since the dialer was made.
 func (d *SerialDialer) Stats() SerialStats {
-	return SerialStats{Sessions: d.sessions.Load(), Breaks: d.breaks.Load()}
+	return SerialStats{Sessions: d.sessions.Load(), Breaks: d.breaks.Load(), Redials: d.redials.Load()}
 }
 
 // Connect makes sure a live session exists, waiting (bounded by ctx) for
@@ -158,21 +171,15 @@ func (d *SerialDialer) Quiesce(ctx context.Context) (release func(), err error) 
 		s.Close()
 	}
 	start := time.Now()
-	conn, err := dialUnixRetry(ctx, d.path)
-	if err != nil {
-		unlock()
-		return nil, err
-	}
 	// Break at once: the guest may not notice that the old session's
 	// connection went away (measured: it kept the session until a break).
-	_, hs, err := serialHandshake(ctx, conn, true, true)
-	d.log.Debug("envd channel quiesced", "socket", d.path, "took", time.Since(start), "breaks", hs.Breaks)
-	d.breaks.Add(int64(hs.Breaks))
+	conn, _, hs, err := d.handshake(ctx, true, true)
 	if err != nil {
-		conn.Close()
 		unlock()
 		return nil, fmt.Errorf("quiesce envd channel %s: %w", d.path, err)
 	}
+	d.log.Debug("envd channel quiesced", "socket", d.path, "took", time.Since(start),
+		"breaks", hs.Breaks, "redials", hs.Redials)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -240,14 +247,8 @@ func (d *SerialDialer) session(ctx context.Context) (*yamux.Session, error) {
 		return s, err
 	}
 	start := time.Now()
-	conn, err := dialUnixRetry(ctx, d.path)
+	conn, r, hs, err := d.handshake(ctx, stale, false)
 	if err != nil {
-		return nil, err
-	}
-	r, hs, err := serialHandshake(ctx, conn, stale, false)
-	d.breaks.Add(int64(hs.Breaks))
-	if err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("envd channel %s: %w", d.path, err)
 	}
 	s, err = yamux.Client(&bufferedConn{Conn: conn, r: r}, d.cfg)
@@ -257,7 +258,7 @@ func (d *SerialDialer) session(ctx context.Context) (*yamux.Session, error) {
 	}
 	d.sessions.Add(1)
 	d.log.Debug("envd channel session established", "socket", d.path,
-		"took", time.Since(start), "breaks", hs.Breaks, "skipped_bytes", hs.Skipped)
+		"took", time.Since(start), "breaks", hs.Breaks, "skipped_bytes", hs.Skipped, "redials", hs.Redials)
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -268,6 +269,34 @@ func (d *SerialDialer) session(ctx context.Context) (*yamux.Session, error) {
 	d.stale = false
 	d.mu.Unlock()
 	return s, nil
+}
+
+// handshake connects to QEMU's socket and runs the handshake, hanging up
+// and connecting again each time a connection goes answerWait without a
+// READY (see answerWait), until it succeeds or ctx ends. Breaks are
+// counted in the dialer's stats either way.
+func (d *SerialDialer) handshake(ctx context.Context, breakFirst, readyOnly bool) (net.Conn, *bufio.Reader, handshakeStats, error) {
+	var total handshakeStats
+	for {
+		conn, err := dialUnixRetry(ctx, d.path)
+		if err != nil {
+			return nil, nil, total, err
+		}
+		r, hs, err := serialHandshake(ctx, conn, breakFirst, readyOnly, d.answerWait)
+		total.add(hs)
+		d.breaks.Add(int64(hs.Breaks))
+		if err == nil {
+			return conn, r, total, nil
+		}
+		conn.Close()
+		if !errors.Is(err, errNoAnswer) || ctx.Err() != nil {
+			return nil, nil, total, err
+		}
+		total.Redials++
+		d.redials.Add(1)
+		// The guest may be inside a session the old connection left.
+		breakFirst = true
+	}
 }
 
 // dialUnixRetry connects to a unix socket that may not exist yet (QEMU is

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -31,6 +32,10 @@ type fakeGuest struct {
 	junk []byte
 	// silent guests never answer.
 	silent bool
+	// deafConns is how many connections from now on get nothing from the
+	// guest (its output stuck in QEMU, as a throttled port's is) until the
+	// host hangs up.
+	deafConns atomic.Int32
 
 	sessions atomic.Int32
 	breaks   atomic.Int32
@@ -86,7 +91,7 @@ func (g *fakeGuest) handle(c net.Conn) {
 	if len(g.junk) > 0 {
 		c.Write(g.junk)
 	}
-	if g.silent {
+	if g.silent || g.deafConns.Add(-1) >= 0 {
 		io.Copy(io.Discard, c)
 		return
 	}
@@ -237,6 +242,34 @@ func TestSerialDialerRecoversSession(t *testing.T) {
 	st := d.Stats()
 	if st.Sessions != 2 {
 		t.Errorf("dialer stats %+v", st)
+	}
+}
+
+// A connection on which the guest's READYs never arrive is given up after
+// AnswerWait and a new one made, for sessions and for Quiesce alike.
+func TestSerialDialerRedialsWithoutAnswer(t *testing.T) {
+	for _, quiesce := range []bool{false, true} {
+		t.Run(fmt.Sprintf("quiesce=%v", quiesce), func(t *testing.T) {
+			g := newFakeGuest(t)
+			g.deafConns.Store(2)
+			d := NewSerialDialer(g.path(), SerialOptions{AnswerWait: 150 * time.Millisecond})
+			defer d.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if quiesce {
+				release, err := d.Quiesce(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				release()
+			}
+			if _, err := New(d, Options{}).Health(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st := d.Stats(); st.Redials != 2 || st.Sessions != 1 {
+				t.Errorf("stats %+v, want 2 redials and 1 session", st)
+			}
+		})
 	}
 }
 
