@@ -23,6 +23,7 @@ type cpConfig struct {
 	HostGoneAfter     time.Duration   // CP_HOST_GONE_AFTER, default 5m: unhealthy this long fails the host's sandboxes
 	ShutdownTimeout   time.Duration   // CP_SHUTDOWN_TIMEOUT, default 15s
 	MaxUploadBytes    int64           // CP_MAX_UPLOAD_BYTES, default 100 MiB
+	LifecycleInterval time.Duration   // CP_LIFECYCLE_INTERVAL, default 10s; 0 turns idle pausing off
 	LogLevel          string          // CP_LOG_LEVEL
 	LogFormat         string          // CP_LOG_FORMAT: text | json
 }
@@ -65,6 +66,11 @@ func loadConfig(get func(string) string) (cpConfig, error) {
 			return c, fmt.Errorf("%s: want a positive duration", d.key)
 		}
 		*d.dst = v
+	}
+	if v := str("CP_LIFECYCLE_INTERVAL", "10s"); v == "0" || v == "off" {
+		c.LifecycleInterval = 0
+	} else if c.LifecycleInterval, err = time.ParseDuration(v); err != nil || c.LifecycleInterval <= 0 {
+		return c, fmt.Errorf("CP_LIFECYCLE_INTERVAL: want a positive duration, 0 or off")
 	}
 	if c.MaxUploadBytes, err = strconv.ParseInt(str("CP_MAX_UPLOAD_BYTES", "104857600"), 10, 64); err != nil || c.MaxUploadBytes <= 0 {
 		return c, fmt.Errorf("CP_MAX_UPLOAD_BYTES: want a positive integer")

@@ -102,6 +102,23 @@ func TestKeysCreateAndServe(t *testing.T) {
 	if c := get("/v1/keys", ""); c != 401 {
 		t.Fatalf("GET /v1/keys without key = %d", c)
 	}
+	// The lifecycle manager runs and leads (one replica).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), "wrenn_lifecycle_leader 1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lifecycle manager never became leader (no wrenn_lifecycle_leader 1 on /metrics)")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	var js bytes.Buffer
 	if err := run(context.Background(), []string{"keys", "create", "--owner", "bob", "--json"}, envOf(env), &js, io.Discard); err != nil {
 		t.Fatal(err)
@@ -129,8 +146,19 @@ func TestLoadConfig(t *testing.T) {
 		check   func(cpConfig) bool
 	}{
 		{"defaults", map[string]string{"DATABASE_URL": "postgres://x"}, false, func(c cpConfig) bool {
-			return c.ListenAddr == ":8000" && !c.MigrateOnStart && c.Scheduler == "least_loaded" && c.HeartbeatInterval == 5*time.Second
+			return c.ListenAddr == ":8000" && !c.MigrateOnStart && c.Scheduler == "least_loaded" && c.HeartbeatInterval == 5*time.Second &&
+				c.LifecycleInterval == 10*time.Second
 		}},
+		{"lifecycle off", map[string]string{"DATABASE_URL": "x", "CP_LIFECYCLE_INTERVAL": "off"}, false, func(c cpConfig) bool {
+			return c.LifecycleInterval == 0
+		}},
+		{"lifecycle 0", map[string]string{"DATABASE_URL": "x", "CP_LIFECYCLE_INTERVAL": "0"}, false, func(c cpConfig) bool {
+			return c.LifecycleInterval == 0
+		}},
+		{"lifecycle 2s", map[string]string{"DATABASE_URL": "x", "CP_LIFECYCLE_INTERVAL": "2s"}, false, func(c cpConfig) bool {
+			return c.LifecycleInterval == 2*time.Second
+		}},
+		{"bad lifecycle", map[string]string{"DATABASE_URL": "x", "CP_LIFECYCLE_INTERVAL": "soon"}, true, nil},
 		{"endpoints", map[string]string{"DATABASE_URL": "x", "CP_AGENT_ENDPOINTS": " a:1, ,b:2 "}, false, func(c cpConfig) bool {
 			return len(c.AgentEndpoints) == 2 && c.AgentEndpoints[1] == "b:2"
 		}},

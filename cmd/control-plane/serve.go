@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/wrenn-dev/wrenn-sandbox/db"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/agentclient"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/api"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/config"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/lifecycle"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/scheduler"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
 )
@@ -60,8 +62,16 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 		return err
 	}
 	audit := st.NewAuditWriter(store.AuditOptions{})
-	srv, err := api.New(api.Config{MaxUploadBytes: cfg.MaxUploadBytes},
-		api.Deps{Store: st, Agents: poolAgents{agents}, Scheduler: sched, Audit: audit, Log: log})
+	activity := st.NewActivityRecorder(time.Second)
+	deps := api.Deps{Store: st, Agents: poolAgents{agents}, Scheduler: sched, Audit: audit, Activity: activity, Log: log}
+	var lm *lifecycle.Manager
+	if cfg.LifecycleInterval > 0 {
+		lm = lifecycle.New(st, agents, log, lifecycle.Config{Interval: cfg.LifecycleInterval})
+		deps.Collectors = append(deps.Collectors, lm.Collector())
+	} else {
+		log.Warn("CP_LIFECYCLE_INTERVAL=0: idle sandboxes are never paused")
+	}
+	srv, err := api.New(api.Config{MaxUploadBytes: cfg.MaxUploadBytes}, deps)
 	if err != nil {
 		return err
 	}
@@ -72,12 +82,19 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
 	bg, stopBG := context.WithCancel(context.Background())
-	hbDone := make(chan struct{})
+	var bgWG sync.WaitGroup
+	bgWG.Add(2)
 	go func() {
-		defer close(hbDone)
+		defer bgWG.Done()
 		if len(cfg.AgentEndpoints) > 0 {
 			agents.Run(bg, cfg.AgentEndpoints, agentclient.Heartbeats{Interval: cfg.HeartbeatInterval, GoneAfter: cfg.HostGoneAfter,
 				Reconciler: agentclient.NewReconciler(st, log, agentclient.ReconcileOptions{})})
+		}
+	}()
+	go func() {
+		defer bgWG.Done()
+		if lm != nil {
+			lm.Run(bg)
 		}
 	}()
 	errc := make(chan error, 1)
@@ -98,11 +115,14 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 		}
 	}
 	stopBG()
-	<-hbDone
+	bgWG.Wait()
 	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if aerr := audit.Close(actx); aerr != nil {
 		log.Warn("flush audit events", "err", aerr)
+	}
+	if aerr := activity.Close(actx); aerr != nil {
+		log.Warn("flush sandbox activity", "err", aerr)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

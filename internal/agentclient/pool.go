@@ -70,6 +70,16 @@ func (p *Pool) Get(hostID string) (*Client, error) {
 	return c, nil
 }
 
+// PauseSandbox pauses sandbox id on host hostID (the lifecycle manager's
+// view of the pool).
+func (p *Pool) PauseSandbox(ctx context.Context, hostID, id string) error {
+	c, err := p.Get(hostID)
+	if err != nil {
+		return err
+	}
+	return c.PauseSandbox(ctx, id)
+}
+
 // Register dials endpoint (once), asks the agent who it is and records
 // the host row. Calling it again refreshes the row (a heartbeat).
 func (p *Pool) Register(ctx context.Context, endpoint string) (store.Host, error) {

@@ -7,12 +7,14 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wrenn-dev/wrenn-sandbox/internal/auth"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/scheduler"
@@ -50,6 +52,9 @@ type Config struct {
 	RateLimit       auth.Limit    // per key, unless the key has its own (default 20/s, burst 40)
 	// MetricsPerKey adds per-key pool gauges (label key_id) to /metrics.
 	MetricsPerKey bool
+	// ActivityEvery is how often a long exec, transfer or terminal
+	// session marks its sandbox active (default 5 s).
+	ActivityEvery time.Duration
 }
 
 func (c *Config) defaults() {
@@ -65,6 +70,9 @@ func (c *Config) defaults() {
 	if c.CreateTimeout <= 0 {
 		c.CreateTimeout = 3 * time.Minute
 	}
+	if c.ActivityEvery <= 0 {
+		c.ActivityEvery = 5 * time.Second
+	}
 	if c.DefaultTemplate == "" {
 		c.DefaultTemplate = "minimal"
 	}
@@ -79,20 +87,26 @@ type Deps struct {
 	Agents    Agents
 	Scheduler scheduler.Scheduler
 	Audit     *store.AuditWriter // nil = no audit
-	Log       *slog.Logger
+	// Activity records exec, file and terminal use for the idle timers
+	// (nil = not recorded).
+	Activity *store.ActivityRecorder
+	// Collectors are registered on /metrics with the API's own.
+	Collectors []prometheus.Collector
+	Log        *slog.Logger
 }
 
 // Server holds the handlers.
 type Server struct {
-	cfg     Config
-	st      *store.Store
-	agents  Agents
-	sched   scheduler.Scheduler
-	audit   *store.AuditWriter
-	log     *slog.Logger
-	authn   *auth.Authenticator
-	limiter *auth.Limiter
-	metrics *metrics
+	cfg      Config
+	st       *store.Store
+	agents   Agents
+	sched    scheduler.Scheduler
+	audit    *store.AuditWriter
+	activity *store.ActivityRecorder
+	log      *slog.Logger
+	authn    *auth.Authenticator
+	limiter  *auth.Limiter
+	metrics  *metrics
 }
 
 // New returns a server.
@@ -107,10 +121,15 @@ func New(cfg Config, d Deps) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg: cfg, st: d.Store, agents: d.Agents, sched: d.Scheduler, audit: d.Audit, log: log,
+		cfg: cfg, st: d.Store, agents: d.Agents, sched: d.Scheduler, audit: d.Audit, activity: d.Activity, log: log,
 		authn: auth.NewAuthenticator(d.Store), limiter: lim,
 	}
 	s.metrics = newMetrics(s)
+	for _, c := range d.Collectors {
+		if err := s.metrics.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
 	return s, nil
 }
 

@@ -59,6 +59,32 @@ func (e *ExecRequest) normalize() error {
 	return checkMap("envs", e.Envs, envKeyRe.MatchString, maxEnvValue)
 }
 
+// busy marks sandbox id active for the idle timer now, every
+// ActivityEvery while the operation lasts, and when done is called.
+func (s *Server) busy(id string) (done func()) {
+	if s.activity == nil {
+		return func() {}
+	}
+	s.activity.Touch(id)
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(s.cfg.ActivityEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				s.activity.Touch(id)
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		s.activity.Touch(id)
+	}
+}
+
 // running returns the caller's sandbox if it is running (else conflict).
 func (s *Server) running(r *http.Request) (store.Sandbox, Agent, error) {
 	sb, err := s.lookup(r)
@@ -87,6 +113,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	defer s.busy(sb.ID)()
 	preq := &pb.ExecRequest{SandboxId: sb.ID, Cmd: req.Cmd, Args: req.Args, Envs: req.Envs, Cwd: req.Cwd,
 		Timeout: durationpb.New(time.Duration(req.TimeoutSec) * time.Second)}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(req.TimeoutSec)*time.Second+30*time.Second)

@@ -117,7 +117,8 @@ func (f *fakeAgent) ResumeSandbox(ctx context.Context, id string) error {
 	return nil
 }
 
-// Exec understands "echo ARGS..." (stdout) and "fail" (stderr, exit 3).
+// Exec understands "echo ARGS..." (stdout), "fail" (stderr, exit 3) and
+// "sleep SECONDS".
 func (f *fakeAgent) Exec(ctx context.Context, req *pb.ExecRequest, fn func(*pb.ExecResponse) error) error {
 	f.mu.Lock()
 	err := f.check("exec", req.GetSandboxId(), pb.SandboxState_SANDBOX_STATE_RUNNING)
@@ -133,6 +134,16 @@ func (f *fakeAgent) Exec(ctx context.Context, req *pb.ExecRequest, fn func(*pb.E
 	case "fail":
 		evs = append(evs, &pb.ExecResponse{Event: &pb.ExecResponse_Stderr{Stderr: []byte("boom\n")}})
 		code = 3
+	case "sleep":
+		d, err := time.ParseDuration(strings.Join(req.GetArgs(), "") + "s")
+		if err != nil {
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "sleep %v: %v", req.GetArgs(), err)
+		}
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	default:
 		return errdefs.Errorf(errdefs.ErrNotFound, "executable %q", req.GetCmd())
 	}

@@ -52,6 +52,7 @@ func (s *Server) writeFile(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	defer s.busy(sb.ID)()
 	start := time.Now()
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
 	size := max(r.ContentLength, 0) // 0 = unknown
@@ -83,6 +84,7 @@ func (s *Server) readFile(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	defer s.busy(sb.ID)()
 	start := time.Now()
 	headerOut := false
 	n, err := agent.ReadFile(r.Context(), &pb.ReadFileRequest{SandboxId: sb.ID, Path: path},

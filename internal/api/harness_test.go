@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wrenn-dev/wrenn-sandbox/internal/models"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/pgtest"
@@ -37,12 +38,14 @@ type env struct {
 	agent *fakeAgent
 	srv   *httptest.Server
 	audit *store.AuditWriter
-	admin string // admin key (owner "ops")
-	alice string // user keys
-	bob   string
+	// activity is written only by Flush (its interval is an hour).
+	activity *store.ActivityRecorder
+	admin    string // admin key (owner "ops")
+	alice    string // user keys
+	bob      string
 }
 
-func newEnv(t testing.TB, cfg Config) *env {
+func newEnv(t testing.TB, cfg Config, deps ...func(*Deps)) *env {
 	t.Helper()
 	db := pgtest.New(t)
 	var log *slog.Logger
@@ -66,7 +69,12 @@ func newEnv(t testing.TB, cfg Config) *env {
 	if cfg.RateLimit.Rate == 0 {
 		cfg.RateLimit.Rate, cfg.RateLimit.Burst = 1e6, 1e6
 	}
-	s, err := New(cfg, Deps{Store: st, Agents: fakeAgents{testHost: e.agent}, Scheduler: sched, Audit: e.audit, Log: log})
+	e.activity = st.NewActivityRecorder(time.Hour)
+	d := Deps{Store: st, Agents: fakeAgents{testHost: e.agent}, Scheduler: sched, Audit: e.audit, Activity: e.activity, Log: log}
+	for _, f := range deps {
+		f(&d)
+	}
+	s, err := New(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +82,7 @@ func newEnv(t testing.TB, cfg Config) *env {
 	t.Cleanup(func() {
 		e.srv.Close()
 		_ = e.audit.Close(context.Background())
+		_ = e.activity.Close(context.Background())
 	})
 	e.admin = e.key(CreateKeyRequest{OwnerID: "ops", Admin: true}).Key
 	e.alice = e.key(CreateKeyRequest{OwnerID: "alice", Pool: &store.Pool{VCPUs: 64, MemoryMB: 64 << 10, StorageMB: 1 << 20}}).Key

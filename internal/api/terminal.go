@@ -78,6 +78,7 @@ func (s *Server) terminal(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("terminal upgrade failed", "sandbox_id", sb.ID, "err", err)
 		return // Accept answered already
 	}
+	defer s.busy(sb.ID)()
 	defer conn.CloseNow()
 	conn.SetReadLimit(1 << 20)
 	ctx, cancel := context.WithCancel(r.Context())

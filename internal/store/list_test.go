@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/wrenn-dev/wrenn-sandbox/internal/errdefs"
-	"github.com/wrenn-dev/wrenn-sandbox/internal/id"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/models"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
 )
@@ -304,15 +303,6 @@ func TestSandboxesOnHostAndCounts(t *testing.T) {
 		if counts[st] != want[st] {
 			t.Errorf("count[%s] = %d, want %d", st, counts[st], want[st])
 		}
-	}
-	if err := s.TouchSandbox(ctx, a.ID); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := s.GetSandbox(ctx, store.AdminScope, a.ID); got.LastActiveAt.IsZero() {
-		t.Error("touch did not set last_active_at")
-	}
-	if err := s.TouchSandbox(ctx, id.NewSandboxID()); !errdefs.IsNotFound(err) {
-		t.Errorf("touch missing: %v", err)
 	}
 	// Purge: only stopped rows older than the cutoff.
 	if n, err := s.PurgeStopped(ctx, time.Hour); err != nil || n != 0 {

@@ -294,18 +294,6 @@ func (s *Store) MarkError(ctx context.Context, id, reason string, outbox ...Outb
 	return s.Transition(ctx, Transition{ID: id, To: models.StatusError, Set: SandboxPatch{ErrorReason: &reason}, Outbox: outbox})
 }
 
-// TouchSandbox records activity (exec, file I/O) for the idle timers.
-func (s *Store) TouchSandbox(ctx context.Context, id string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE sandboxes SET last_active_at = now() WHERE id = $1`, id)
-	if err != nil {
-		return dbErr("touch sandbox "+id, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return errdefs.Errorf(errdefs.ErrNotFound, "touch sandbox %s", id)
-	}
-	return nil
-}
-
 // SandboxesOnHost returns every sandbox on host that is not stopped or in
 // error (for reconciliation with the agent's inventory), oldest first.
 func (s *Store) SandboxesOnHost(ctx context.Context, hostID string) ([]Sandbox, error) {

@@ -22,10 +22,12 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/agentclient"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/api"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/config"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/lifecycle"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/pgtest"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/scheduler"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
+	pb "github.com/wrenn-dev/wrenn-sandbox/proto/hostagent/gen"
 )
 
 // cpAgents adapts the agent pool to api.Agents.
@@ -45,6 +47,7 @@ type cpEnv struct {
 	st    *store.Store
 	srv   *httptest.Server
 	agent *agentClient
+	pool  *agentclient.Pool
 }
 
 func newCPEnv(t testing.TB) *cpEnv {
@@ -77,7 +80,7 @@ func newCPEnv(t testing.TB) *cpEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &cpEnv{t: t, st: st, srv: httptest.NewServer(s.Handler()), agent: agent}
+	e := &cpEnv{t: t, st: st, srv: httptest.NewServer(s.Handler()), agent: agent, pool: pool}
 	t.Cleanup(func() {
 		e.srv.Close()
 		_ = audit.Close(context.Background())
@@ -181,6 +184,33 @@ func TestCPLifecycleRealAgent(t *testing.T) {
 	if err := json.Unmarshal(body, &res); code != 200 || err != nil || len(res.Stdout) != len(payload) {
 		t.Fatalf("exec after resume: %d %d", code, len(res.Stdout))
 	}
+
+	// Idle past timeout_sec: the lifecycle manager pauses the real VM;
+	// a resume finds everything as it was.
+	ctx := context.Background()
+	if _, err := e.st.Pool().Exec(ctx, `UPDATE sandboxes SET last_active_at = now() - make_interval(secs => timeout_sec + 1)
+		WHERE id = $1`, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	lm := lifecycle.New(e.st, e.pool, nil, lifecycle.Config{})
+	if n, err := lm.Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("idle sweep paused %d (%v), want 1", n, err)
+	}
+	if code, body = e.do("GET", base, key, nil); code != 200 || !strings.Contains(string(body), `"status":"paused"`) {
+		t.Fatalf("after idle sweep: %d %s", code, body)
+	}
+	if got, err := e.agent.c.GetSandbox(ctx, &pb.GetSandboxRequest{SandboxId: sb.ID}); err != nil ||
+		got.GetSandbox().GetState() != pb.SandboxState_SANDBOX_STATE_PAUSED {
+		t.Fatalf("agent after the idle pause: %v %v", got, err)
+	}
+	if code, body = e.do("POST", base+"/resume", key, nil); code != 200 {
+		t.Fatalf("resume after idle pause: %d %s", code, body)
+	}
+	code, body = e.do("POST", base+"/exec", key, jsonBody(api.ExecRequest{Cmd: "wc", Args: []string{"-c", "/tmp/up.bin"}}))
+	if err := json.Unmarshal(body, &res); code != 200 || err != nil || !strings.HasPrefix(res.Stdout, "1200000 ") {
+		t.Fatalf("exec after idle pause and resume: %d %s", code, body)
+	}
+
 	if code, body = e.do("DELETE", base, key, nil); code != 204 {
 		t.Fatalf("delete: %d %s", code, body)
 	}
