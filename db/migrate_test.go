@@ -92,12 +92,24 @@ func TestMigrateUpDownUp(t *testing.T) {
 		t.Errorf("second up printed %q", out.String())
 	}
 
-	// Down one: only the last migration's table goes.
+	// Down one: only the last migration's column goes.
+	if err := db.MigratePool(ctx, d.Pool, db.Down); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	var hasNetwork bool
+	if err := d.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns
+		WHERE table_name = 'sandboxes' AND column_name = 'network')`).Scan(&hasNetwork); err != nil {
+		t.Fatal(err)
+	}
+	if got := tables(t, d.Pool); hasNetwork || strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("after one down: tables %v, sandboxes.network still there: %v", got, hasNetwork)
+	}
+	// Down two: the one before's table goes.
 	if err := db.MigratePool(ctx, d.Pool, db.Down); err != nil {
 		t.Fatalf("down: %v", err)
 	}
 	if got := tables(t, d.Pool); strings.Contains(strings.Join(got, ","), "usage_outbox") || len(got) != len(want)-1 {
-		t.Fatalf("tables after one down = %v", got)
+		t.Fatalf("tables after two downs = %v", got)
 	}
 
 	// Down to nothing, step by step, then once more.

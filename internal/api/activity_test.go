@@ -16,7 +16,7 @@ import (
 func TestActivityRecorded(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
-	sb := e.create(e.alice, CreateRequest{TimeoutSec: 60})
+	sb := e.create(e.alice, CreateRequest{TimeoutSec: Seconds(60)})
 	base := "/v1/sandboxes/" + sb.ID
 	makeIdle := func() {
 		t.Helper()
@@ -77,7 +77,7 @@ func TestActivityRecorded(t *testing.T) {
 func TestActivityDuringLongExec(t *testing.T) {
 	e := newEnv(t, Config{ActivityEvery: 20 * time.Millisecond})
 	ctx := context.Background()
-	sb := e.create(e.alice, CreateRequest{TimeoutSec: 60})
+	sb := e.create(e.alice, CreateRequest{TimeoutSec: Seconds(60)})
 	done := make(chan resp, 1)
 	go func() {
 		done <- e.do("POST", "/v1/sandboxes/"+sb.ID+"/exec", e.alice, ExecRequest{Cmd: "sleep", Args: []string{"0.5"}})

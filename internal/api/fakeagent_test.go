@@ -29,6 +29,8 @@ type fakeAgent struct {
 	fail    map[string]error  // op -> error
 	creates int
 	delay   time.Duration
+	// lastCreate is the last create request received.
+	lastCreate *pb.CreateSandboxRequest
 }
 
 func newFakeAgent() *fakeAgent {
@@ -60,6 +62,13 @@ func (f *fakeAgent) check(op, id string, want ...pb.SandboxState) error {
 	return errdefs.Errorf(errdefs.ErrConflict, "sandbox %s is %s", id, st)
 }
 
+// created returns how many creates arrived and the last one.
+func (f *fakeAgent) created() (int, *pb.CreateSandboxRequest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.creates, f.lastCreate
+}
+
 func (f *fakeAgent) live() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -73,6 +82,7 @@ func (f *fakeAgent) CreateSandbox(ctx context.Context, req *pb.CreateSandboxRequ
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.creates++
+	f.lastCreate = req
 	if err := f.fail["create"]; err != nil {
 		return nil, err
 	}

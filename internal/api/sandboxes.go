@@ -23,21 +23,22 @@ import (
 
 // SandboxView is a sandbox as the API shows it.
 type SandboxView struct {
-	ID           string               `json:"id"`
-	OwnerID      string               `json:"owner_id"`
-	Status       models.SandboxStatus `json:"status"`
-	Template     string               `json:"template"`
-	HostID       string               `json:"host_id,omitempty"`
-	VCPUs        int                  `json:"vcpus"`
-	MemoryMB     int                  `json:"memory_mb"`
-	DiskMB       int                  `json:"disk_mb"`
-	TimeoutSec   int                  `json:"timeout_sec"`
-	Metadata     map[string]string    `json:"metadata"`
-	Error        string               `json:"error,omitempty"`
-	CreatedAt    time.Time            `json:"created_at"`
-	StartedAt    *time.Time           `json:"started_at,omitempty"`
-	PausedAt     *time.Time           `json:"paused_at,omitempty"`
-	LastActiveAt *time.Time           `json:"last_active_at,omitempty"`
+	ID           string                `json:"id"`
+	OwnerID      string                `json:"owner_id"`
+	Status       models.SandboxStatus  `json:"status"`
+	Template     string                `json:"template"`
+	HostID       string                `json:"host_id,omitempty"`
+	VCPUs        int                   `json:"vcpus"`
+	MemoryMB     int                   `json:"memory_mb"`
+	DiskMB       int                   `json:"disk_mb"`
+	TimeoutSec   int                   `json:"timeout_sec"`
+	Metadata     map[string]string     `json:"metadata"`
+	Network      *models.NetworkPolicy `json:"network,omitempty"`
+	Error        string                `json:"error,omitempty"`
+	CreatedAt    time.Time             `json:"created_at"`
+	StartedAt    *time.Time            `json:"started_at,omitempty"`
+	PausedAt     *time.Time            `json:"paused_at,omitempty"`
+	LastActiveAt *time.Time            `json:"last_active_at,omitempty"`
 }
 
 func opt(t time.Time) *time.Time {
@@ -55,21 +56,26 @@ func viewOf(sb store.Sandbox) SandboxView {
 	return SandboxView{
 		ID: sb.ID, OwnerID: sb.OwnerID, Status: sb.Status, Template: sb.Template, HostID: sb.HostID,
 		VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB, DiskMB: sb.DiskMB, TimeoutSec: sb.TimeoutSec,
-		Metadata: md, Error: sb.Error, CreatedAt: sb.CreatedAt,
+		Metadata: md, Network: sb.Network, Error: sb.Error, CreatedAt: sb.CreatedAt,
 		StartedAt: opt(sb.StartedAt), PausedAt: opt(sb.PausedAt), LastActiveAt: opt(sb.LastActiveAt),
 	}
 }
 
 // CreateRequest is the body of POST /v1/sandboxes.
 type CreateRequest struct {
-	Template   string            `json:"template"`
-	VCPUs      int               `json:"vcpus"`
-	MemoryMB   int               `json:"memory_mb"`
-	DiskMB     int               `json:"disk_mb"`
-	TimeoutSec int               `json:"timeout_sec"`
-	Metadata   map[string]string `json:"metadata"`
-	Envs       map[string]string `json:"envs"`
+	Template string `json:"template"`
+	VCPUs    int    `json:"vcpus"`
+	MemoryMB int    `json:"memory_mb"`
+	DiskMB   int    `json:"disk_mb"`
+	// TimeoutSec is the idle timeout: absent = defaultTimeoutSec, 0 = never.
+	TimeoutSec *int                  `json:"timeout_sec"`
+	Metadata   map[string]string     `json:"metadata"`
+	Envs       map[string]string     `json:"envs"`
+	Network    *models.NetworkPolicy `json:"network"` // nil = allow all
 }
+
+// Seconds returns a *int for CreateRequest.TimeoutSec.
+func Seconds(n int) *int { return &n }
 
 var (
 	templateRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -82,6 +88,8 @@ const (
 	maxMetaValue  = 1024
 	maxEnvValue   = 8192
 	maxTimeoutSec = 86400
+
+	defaultTimeoutSec = 300
 )
 
 // normalize fills defaults and validates.
@@ -95,14 +103,19 @@ func (c *CreateRequest) normalize(defTemplate string) error {
 	if c.MemoryMB == 0 {
 		c.MemoryMB = 512
 	}
-	if c.TimeoutSec == 0 {
-		c.TimeoutSec = 300
+	if c.TimeoutSec == nil {
+		c.TimeoutSec = Seconds(defaultTimeoutSec)
 	}
 	if !templateRe.MatchString(c.Template) {
 		return errdefs.Errorf(errdefs.ErrInvalidArgument, "template %q: want lower-case letters, digits, '.', '_' or '-'", c.Template)
 	}
-	if c.TimeoutSec < 0 || c.TimeoutSec > maxTimeoutSec {
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "timeout_sec %d: want 0-%d", c.TimeoutSec, maxTimeoutSec)
+	if t := *c.TimeoutSec; t < 0 || t > maxTimeoutSec {
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "timeout_sec %d: want 0 (never) to %d", t, maxTimeoutSec)
+	}
+	if c.Network != nil {
+		if err := c.Network.Validate(); err != nil {
+			return err
+		}
 	}
 	if err := (models.Resources{VCPUs: c.VCPUs, MemoryMB: c.MemoryMB, DiskMB: c.DiskMB}).Validate(); err != nil {
 		return err
@@ -155,7 +168,7 @@ func (s *Server) create(rctx context.Context, k store.APIKey, req CreateRequest)
 	need := models.Resources{VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB}
 	sb, err := s.st.CreateSandbox(rctx, store.NewSandbox{
 		ID: id.NewSandboxID(), OwnerID: k.OwnerID, APIKeyID: k.ID, Template: req.Template,
-		Resources: need, TimeoutSec: req.TimeoutSec, Metadata: req.Metadata,
+		Resources: need, TimeoutSec: *req.TimeoutSec, Metadata: req.Metadata, Network: req.Network,
 	})
 	if err != nil {
 		return store.Sandbox{}, err
@@ -188,7 +201,8 @@ func (s *Server) create(rctx context.Context, k store.APIKey, req CreateRequest)
 	}
 	resp, err := agent.CreateSandbox(ctx, &pb.CreateSandboxRequest{
 		SandboxId: sb.ID, Template: req.Template, Vcpus: int32(req.VCPUs), MemoryMb: int32(req.MemoryMB),
-		DiskMb: int32(req.DiskMB), Envs: req.Envs, Metadata: req.Metadata, TimeoutSec: int32(req.TimeoutSec),
+		DiskMb: int32(req.DiskMB), Envs: req.Envs, Metadata: req.Metadata, TimeoutSec: int32(*req.TimeoutSec),
+		Network: policyToPB(req.Network),
 	})
 	if err != nil {
 		return store.Sandbox{}, fail(fmt.Errorf("create sandbox on %s: %w", host.ID, err), agent)
@@ -203,6 +217,18 @@ func (s *Server) create(rctx context.Context, k store.APIKey, req CreateRequest)
 	}
 	log.Info("sandbox running", "host_id", host.ID)
 	return sb, nil
+}
+
+// policyToPB is the agent's form of an egress policy (nil = allow all).
+func policyToPB(p *models.NetworkPolicy) *pb.NetworkPolicy {
+	if p == nil {
+		return nil
+	}
+	e := pb.NetworkPolicy_EGRESS_ALLOW_ALL
+	if p.DenyAll() {
+		e = pb.NetworkPolicy_EGRESS_DENY_ALL
+	}
+	return &pb.NetworkPolicy{Egress: e, AllowCidrs: p.AllowCIDRs, DenyCidrs: p.DenyCIDRs}
 }
 
 func truncate(s string, n int) string {

@@ -88,7 +88,8 @@ type Sandbox struct {
 	GuestIP      string            `json:"guest_ip,omitempty"`
 	SnapshotPath string            `json:"snapshot_path,omitempty"`
 	Metadata     map[string]string `json:"metadata,omitempty"`
-	Error        string            `json:"error,omitempty"` // reason, when Status is error
+	Network      *NetworkPolicy    `json:"network,omitempty"` // nil = allow all
+	Error        string            `json:"error,omitempty"`   // reason, when Status is error
 	CreatedAt    time.Time         `json:"created_at"`
 	StartedAt    time.Time         `json:"started_at,omitzero"`
 	PausedAt     time.Time         `json:"paused_at,omitzero"`

@@ -34,6 +34,7 @@ type NewSandbox struct {
 	Resources     models.Resources // DiskMB is charged to the storage pool
 	TimeoutSec    int
 	Metadata      map[string]string
+	Network       *models.NetworkPolicy // nil = allow all
 	EnvdTokenHash string
 	// Outbox events are written in the same transaction.
 	Outbox []OutboxEvent
@@ -42,7 +43,7 @@ type NewSandbox struct {
 const sandboxCols = `id, owner_id, api_key_id, coalesce(host_id, ''), template, status,
 	vcpus, memory_mb, disk_mb, timeout_sec, coalesce(guest_ip, ''), coalesce(vsock_cid, 0),
 	coalesce(snapshot_path, ''), coalesce(hibernate_location, ''), coalesce(envd_token_hash, ''),
-	coalesce(error_reason, ''), metadata, created_at, updated_at,
+	coalesce(error_reason, ''), metadata, network, created_at, updated_at,
 	started_at, paused_at, stopped_at, last_active_at`
 
 func scanSandbox(row pgx.Row) (Sandbox, error) {
@@ -51,7 +52,7 @@ func scanSandbox(row pgx.Row) (Sandbox, error) {
 	err := row.Scan(&sb.ID, &sb.OwnerID, &sb.APIKeyID, &sb.HostID, &sb.Template, &sb.Status,
 		&sb.VCPUs, &sb.MemoryMB, &sb.DiskMB, &sb.TimeoutSec, &sb.GuestIP, &sb.VsockCID,
 		&sb.SnapshotPath, &sb.HibernateLocation, &sb.EnvdTokenHash,
-		&sb.Error, &sb.Metadata, &sb.CreatedAt, &sb.UpdatedAt,
+		&sb.Error, &sb.Metadata, &sb.Network, &sb.CreatedAt, &sb.UpdatedAt,
 		&started, &paused, &stopped, &active)
 	if err != nil {
 		return Sandbox{}, err
@@ -87,6 +88,11 @@ func (s *Store) CreateSandbox(ctx context.Context, n NewSandbox) (Sandbox, error
 	if n.Metadata == nil {
 		n.Metadata = map[string]string{}
 	}
+	if n.Network != nil {
+		if err := n.Network.Validate(); err != nil {
+			return Sandbox{}, fmt.Errorf("create sandbox: %w", err)
+		}
+	}
 	amount := Pool{VCPUs: n.Resources.VCPUs, MemoryMB: n.Resources.MemoryMB, StorageMB: n.Resources.DiskMB}
 	var sb Sandbox
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
@@ -96,11 +102,11 @@ func (s *Store) CreateSandbox(ctx context.Context, n NewSandbox) (Sandbox, error
 		var err error
 		sb, err = scanSandbox(tx.QueryRow(ctx, `
 			INSERT INTO sandboxes (id, owner_id, api_key_id, host_id, template, status,
-			                       vcpus, memory_mb, disk_mb, timeout_sec, metadata, envd_token_hash)
-			VALUES ($1, $2, $3, nullif($4, ''), $5, 'pending', $6, $7, $8, $9, $10, nullif($11, ''))
+			                       vcpus, memory_mb, disk_mb, timeout_sec, metadata, network, envd_token_hash)
+			VALUES ($1, $2, $3, nullif($4, ''), $5, 'pending', $6, $7, $8, $9, $10, $11, nullif($12, ''))
 			RETURNING `+sandboxCols,
 			n.ID, n.OwnerID, n.APIKeyID, n.HostID, n.Template,
-			n.Resources.VCPUs, n.Resources.MemoryMB, n.Resources.DiskMB, n.TimeoutSec, n.Metadata, n.EnvdTokenHash))
+			n.Resources.VCPUs, n.Resources.MemoryMB, n.Resources.DiskMB, n.TimeoutSec, n.Metadata, n.Network, n.EnvdTokenHash))
 		if err != nil {
 			return dbErr("insert sandbox", err)
 		}

@@ -130,7 +130,8 @@ func TestCPLifecycleRealAgent(t *testing.T) {
 	e := newCPEnv(t)
 	key := e.key("alice", nil)
 	code, body := e.do("POST", "/v1/sandboxes", key, jsonBody(map[string]any{
-		"template": "minimal", "memory_mb": 256, "metadata": map[string]string{"t": "it"}, "envs": map[string]string{"GREETING": "hi"}}))
+		"template": "minimal", "memory_mb": 256, "metadata": map[string]string{"t": "it"}, "envs": map[string]string{"GREETING": "hi"},
+		"network": map[string]any{"egress": "deny_all", "allow_cidrs": []string{"198.51.100.0/24"}}}))
 	if code != 201 {
 		t.Fatalf("create: %d %s", code, body)
 	}
@@ -199,9 +200,14 @@ func TestCPLifecycleRealAgent(t *testing.T) {
 	if code, body = e.do("GET", base, key, nil); code != 200 || !strings.Contains(string(body), `"status":"paused"`) {
 		t.Fatalf("after idle sweep: %d %s", code, body)
 	}
-	if got, err := e.agent.c.GetSandbox(ctx, &pb.GetSandboxRequest{SandboxId: sb.ID}); err != nil ||
-		got.GetSandbox().GetState() != pb.SandboxState_SANDBOX_STATE_PAUSED {
+	got, err := e.agent.c.GetSandbox(ctx, &pb.GetSandboxRequest{SandboxId: sb.ID})
+	if err != nil || got.GetSandbox().GetState() != pb.SandboxState_SANDBOX_STATE_PAUSED {
 		t.Fatalf("agent after the idle pause: %v %v", got, err)
+	}
+	// The egress policy given to the REST create is what the agent applied.
+	if n := got.GetSandbox().GetNetwork(); n.GetEgress() != pb.NetworkPolicy_EGRESS_DENY_ALL ||
+		len(n.GetAllowCidrs()) != 1 || n.GetAllowCidrs()[0] != "198.51.100.0/24" {
+		t.Fatalf("agent's network policy %v, want deny all but 198.51.100.0/24", n)
 	}
 	if code, body = e.do("POST", base+"/resume", key, nil); code != 200 {
 		t.Fatalf("resume after idle pause: %d %s", code, body)

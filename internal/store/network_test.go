@@ -1,0 +1,54 @@
+package store_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/wrenn-dev/wrenn-sandbox/internal/errdefs"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/models"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
+)
+
+func TestSandboxNetworkPolicy(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	k := mkKey(t, s, "alice", bigPool)
+	p := &models.NetworkPolicy{Egress: models.EgressDenyAll, AllowCIDRs: []string{"198.51.100.0/24"}}
+	sb := mkSandbox(t, s, k, func(n *store.NewSandbox) { n.Network = p })
+	def := mkSandbox(t, s, k, nil)
+	for _, got := range []store.Sandbox{sb, get(t, s, sb.ID)} {
+		if got.Network == nil || got.Network.Egress != models.EgressDenyAll || !slices.Equal(got.Network.AllowCIDRs, p.AllowCIDRs) {
+			t.Errorf("network %+v, want %+v", got.Network, p)
+		}
+	}
+	if got := get(t, s, def.ID); got.Network != nil {
+		t.Errorf("default network %+v, want nil (allow all)", got.Network)
+	}
+	page, err := s.ListSandboxes(ctx, k.Scope(), store.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range page.Sandboxes {
+		if (got.ID == sb.ID) != (got.Network != nil) {
+			t.Errorf("listed %s with network %+v", got.ID, got.Network)
+		}
+	}
+	bad := store.NewSandbox{ID: "sb-0000beef", OwnerID: k.OwnerID, APIKeyID: k.ID, Template: "minimal",
+		Resources: small(), Network: &models.NetworkPolicy{DenyCIDRs: []string{"nope"}}}
+	if _, err := s.CreateSandbox(ctx, bad); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("bad policy: %v, want invalid argument", err)
+	}
+	if key, err := s.GetAPIKey(ctx, store.AdminScope, k.ID); err != nil || key.Used.VCPUs != 2 {
+		t.Errorf("pool used %+v (%v) after a refused create, want 2 vCPUs (the two sandboxes)", key.Used, err)
+	}
+}
+
+func get(t *testing.T, s *store.Store, id string) store.Sandbox {
+	t.Helper()
+	sb, err := s.GetSandbox(context.Background(), store.AdminScope, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb
+}
