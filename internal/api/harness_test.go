@@ -18,18 +18,12 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/pgtest"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/scheduler"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 const testHost = "host-0000aaaa"
-
-type tlog struct{ t testing.TB }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // env is one test's API on a fresh database with one fake host.
 type env struct {
@@ -52,7 +46,7 @@ func newEnv(t testing.TB, cfg Config, deps ...func(*Deps)) *env {
 	if _, fuzz := t.(*testing.F); fuzz || !testing.Verbose() {
 		log = slog.New(slog.DiscardHandler)
 	} else {
-		log = slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		log = slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	st := store.New(db.Pool, log)
 	ctx := context.Background()

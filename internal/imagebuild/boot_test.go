@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 )
 
 // requireBootTools skips with the reason when a real boot cannot run here.
@@ -68,7 +70,7 @@ func TestBootProbeImage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	spec := BootSpec{
 		Kernel: k.Image, Initrd: initrd, Rootfs: rootfs,
 		Append:     DefaultAppend + " quiet",
@@ -148,7 +150,7 @@ func TestBootFailurePaths(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	log := slog.New(slog.NewTextHandler(testlog.Writer(t), nil))
 	tests := []struct {
 		name    string
 		spec    BootSpec

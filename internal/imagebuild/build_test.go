@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 )
 
 // buildFixture is a fake kernel, busybox, envd, tool and template tree, so
@@ -67,17 +69,10 @@ printf 'size_mib=32\nshell=/bin/bash\nuser_groups=wheel\n' > "$WRENN_FINISH_OUT"
 		KernelPaths: KernelPaths{BootDir: filepath.Join(root, "boot"), ModulesDir: filepath.Join(root, "modules")},
 		Busybox:     busybox,
 		Tool:        tool,
-		Log:         slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Log:         slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
 		Now:         func() time.Time { return time.Date(2025, 5, 20, 12, 0, 0, 0, time.UTC) },
 	}
 	return f
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func (f *buildFixture) scriptRuns(t *testing.T) int {

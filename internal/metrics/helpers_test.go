@@ -22,17 +22,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wrenn-dev/wrenn-sandbox/internal/cgroup"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 )
 
-type tlog struct{ t testing.TB }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func requireRoot(t testing.TB) {

@@ -22,6 +22,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 )
 
 // requireNetAdmin skips a test that needs root, /dev/net/tun and
@@ -38,15 +40,7 @@ func requireNetAdmin(tb testing.TB) {
 
 // testLogger routes logs to t.Log.
 func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Helper()
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	return slog.New(slog.NewTextHandler(testlog.Writer(tb), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // testNS is a namespace the test created; it is deleted at cleanup.

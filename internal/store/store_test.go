@@ -14,21 +14,17 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/models"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/pgtest"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
-
-// tlogWriter routes slog output to t.Log.
-type tlogWriter struct{ t testing.TB }
-
-func (w tlogWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 func newDB(t testing.TB) *pgtest.DB { t.Helper(); return pgtest.New(t) }
 
 func newStore(t testing.TB) (*store.Store, *pgtest.DB) {
 	t.Helper()
 	d := pgtest.New(t)
-	log := slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return store.New(d.Pool, log), d
 }
 

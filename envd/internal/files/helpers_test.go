@@ -11,11 +11,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/wrenn-dev/envd/internal/state"
+	"github.com/wrenn-dev/envd/internal/testlog"
 )
 
 // env is one handler behind a real loopback HTTP server, with a fresh
@@ -29,13 +29,6 @@ type env struct {
 	c   *http.Client
 }
 
-type logWriter struct{ t testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 func newEnv(t testing.TB, opts Options) *env {
 	t.Helper()
 	dir := t.TempDir()
@@ -47,7 +40,7 @@ func newEnv(t testing.TB, opts Options) *env {
 	if _, ok := t.(*testing.B); ok {
 		log = slog.New(slog.DiscardHandler)
 	} else {
-		log = slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		log = slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if opts.Token == nil {
 		opts.Token = st.Token

@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/wrenn-dev/envd/internal/gen/filesystem/filesystemconnect"
 	"github.com/wrenn-dev/envd/internal/permissions"
 	"github.com/wrenn-dev/envd/internal/state"
+	"github.com/wrenn-dev/envd/internal/testlog"
 )
 
 // Test-only request headers the fixture middleware understands.
@@ -27,22 +26,6 @@ const (
 	hdrUID    = "X-Test-Uid"    // act as a user with this uid/gid
 	hdrUnauth = "X-Test-Unauth" // simulate an unknown Basic-auth user
 )
-
-// logWriter routes slog output to t.Log until the test ends.
-type logWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
 
 type fixture struct {
 	svc    *Service
@@ -58,9 +41,7 @@ type fixture struct {
 func newFixture(tb testing.TB) *fixture {
 	tb.Helper()
 	home := tb.TempDir()
-	lw := &logWriter{t: tb}
-	tb.Cleanup(func() { lw.mu.Lock(); lw.done = true; lw.mu.Unlock() })
-	log := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(testlog.Writer(tb), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if _, ok := tb.(*testing.F); ok {
 		log = slog.New(slog.DiscardHandler) // F.Log must not be called while fuzzing
 	}

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/wrenn-dev/envd/internal/permissions"
 	"github.com/wrenn-dev/envd/internal/reaper"
 	"github.com/wrenn-dev/envd/internal/state"
+	"github.com/wrenn-dev/envd/internal/testlog"
 )
 
 // One reaper per test binary: two would steal each other's children.
@@ -48,22 +48,6 @@ func withUser(next http.Handler) http.Handler {
 	})
 }
 
-// testLog routes slog output to t.Log until the test ends.
-type testLog struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (l *testLog) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.done {
-		l.t.Log(strings.TrimRight(string(b), "\n"))
-	}
-	return len(b), nil
-}
-
 type harness struct {
 	tr     *http.Transport
 	st     *state.State
@@ -83,7 +67,9 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 func newHarnessProto(t testing.TB, h2c bool, opts ...harnessOpt) *harness {
 	t.Helper()
 	st := state.New()
-	tl := &testLog{t: t}
+	// Registered before the cleanup below, so it stops logging only after
+	// the service and server have shut down.
+	tl := testlog.Writer(t)
 	level := slog.LevelDebug
 	if _, ok := t.(*testing.B); ok {
 		level = slog.LevelWarn
@@ -110,9 +96,6 @@ func newHarnessProto(t testing.TB, h2c bool, opts ...harnessOpt) *harness {
 		svc.Close()
 		tr.CloseIdleConnections()
 		srv.Close()
-		tl.mu.Lock()
-		tl.done = true
-		tl.mu.Unlock()
 	})
 	return &harness{tr: tr, st: st, svc: svc, srv: srv, client: processconnect.NewProcessClient(hc, srv.URL,
 		// Like E2B's SDKs: no response compression.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn-sandbox/internal/agentstate"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/hostagent/snapstore"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm"
 )
 
@@ -331,38 +332,10 @@ func newRig(t *testing.T, totals Totals) *rig {
 	m, err := New(Config{
 		Driver: d, State: st, Images: &fakeImages{rootfs: rootfs}, Network: &fakeNet{j}, Cgroups: &fakeCgroups{j},
 		Snapshots: snaps, Totals: totals, DefaultMemoryMB: 256, BootTimeout: 5 * time.Second,
-		Log: slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log: slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &rig{m: m, j: j, d: d, state: st, imgDir: dir}
-}
-
-// testWriter sends log lines to t.Log until the test's cleanup runs; the
-// manager's watch goroutines may log after that, and those lines are
-// dropped (testing forbids logging once a test has finished).
-type testWriter struct {
-	t    *testing.T
-	mu   *sync.Mutex
-	done *bool
-}
-
-func newTestWriter(t *testing.T) testWriter {
-	w := testWriter{t: t, mu: &sync.Mutex{}, done: new(bool)}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		*w.done = true
-		w.mu.Unlock()
-	})
-	return w
-}
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !*w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/firecracker/internal/testbin"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/vmtest"
@@ -46,13 +47,6 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-type tlog struct{ t *testing.T }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 func shortDir(t *testing.T, pattern string) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", pattern)
@@ -73,7 +67,7 @@ func testConfig(t *testing.T, mode RootfsMode, driveDir string) Config {
 		Env:         append(os.Environ(), "FAKE_FC_ENVD="+envdBin),
 		RootfsMode:  mode,
 		DriveDir:    driveDir,
-		Log:         slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log:         slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wrenn-dev/wrenn-sandbox/internal/testlog"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/firecracker/fakefc"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/firecracker/fcapi"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm/firecracker/internal/testbin"
@@ -47,13 +48,6 @@ func shortDir(t *testing.T) string {
 	return d
 }
 
-type testLogWriter struct{ t *testing.T }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
-}
-
 // env is one in-process fake VMM with a kernel and rootfs file to boot.
 type env struct {
 	dir, kernel, rootfs string
@@ -74,7 +68,7 @@ func newEnv(t *testing.T, cfg fakefc.Config) *env {
 	if cfg.APISock == "" {
 		cfg.APISock = filepath.Join(dir, "api.sock")
 	}
-	cfg.Log = slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Log = slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.vmm = fakefc.New(cfg)
 	if err := e.vmm.Start(); err != nil {
 		t.Fatal(err)
