@@ -118,14 +118,18 @@ func (p *proc) publish(ev *pb.ProcessEvent) {
 	}
 }
 
-// finish records the end event and delivers it to every subscriber.
-func (p *proc) finish(end *pb.ProcessEvent) {
+// finish records the end event, has retire move the process to the ended
+// list, and then delivers the event to every subscriber.
+func (p *proc) finish(end *pb.ProcessEvent, retire func(*proc)) {
 	p.mu.Lock()
 	p.end = end
 	p.endedAt = time.Now()
 	subs := p.subs
 	p.subs = nil
 	p.mu.Unlock()
+	// Retire before anyone hears of the end: a client that saw it and
+	// then signals the process must get "already exited".
+	retire(p)
 	for _, s := range subs {
 		if !s.offer(end, p.slowAfter) {
 			close(s.dropped)
@@ -243,7 +247,7 @@ func drainLimit(f *os.File, o output) int {
 }
 
 // wait waits for the leader to exit, lets the output drain, then publishes
-// the end event and calls retire.
+// the end event (see finish).
 func (p *proc) wait(exit <-chan reaper.Exit, retire func(*proc)) {
 	ex := <-exit
 	if p.lifetime != nil {
@@ -260,9 +264,8 @@ func (p *proc) wait(exit <-chan reaper.Exit, retire func(*proc)) {
 		p.releasePTY()
 	}
 	end := endEvent(ex)
-	p.finish(end)
+	p.finish(end, retire)
 	p.log.Info("process ended", "status", end.GetEnd().GetStatus())
-	retire(p)
 }
 
 // endEvent describes an exit the way Go's os.ProcessState does, which is
