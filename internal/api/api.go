@@ -152,6 +152,7 @@ func (s *Server) Handler() http.Handler {
 		r.Post("/sandboxes", s.createSandbox)
 		r.Get("/sandboxes", s.listSandboxes)
 		r.Get("/sandboxes/{id}", s.getSandbox)
+		r.Patch("/sandboxes/{id}", s.updateSandbox)
 		r.Delete("/sandboxes/{id}", s.deleteSandbox)
 		r.Post("/sandboxes/{id}/pause", s.pauseSandbox)
 		r.Post("/sandboxes/{id}/resume", s.resumeSandbox)

@@ -104,6 +104,7 @@ func TestOwnerIsolation(t *testing.T) {
 		body         any
 	}{
 		{"GET", base, nil},
+		{"PATCH", base, UpdateRequest{TimeoutSec: Seconds(1), Metadata: map[string]string{"who": "bob"}}},
 		{"POST", base + "/exec", ExecRequest{Cmd: "echo"}},
 		{"PUT", base + "/files?path=/secret", "overwrite"},
 		{"GET", base + "/files/secret", nil},
@@ -133,8 +134,9 @@ func TestOwnerIsolation(t *testing.T) {
 	if string(r.body) != "s3cret" {
 		t.Fatalf("file changed: %q", r.body)
 	}
-	if got := decode[SandboxView](t, e.do("GET", base, e.alice, nil)); got.Status != "running" {
-		t.Fatalf("status %s", got.Status)
+	if got := decode[SandboxView](t, e.do("GET", base, e.alice, nil)); got.Status != "running" ||
+		got.Metadata["who"] != "alice" || got.TimeoutSec != 300 {
+		t.Fatalf("sandbox changed by others: %+v", got)
 	}
 }
 

@@ -120,10 +120,14 @@ func (c *CreateRequest) normalize(defTemplate string) error {
 	if err := (models.Resources{VCPUs: c.VCPUs, MemoryMB: c.MemoryMB, DiskMB: c.DiskMB}).Validate(); err != nil {
 		return err
 	}
-	if err := checkMap("metadata", c.Metadata, func(k string) bool { return k != "" && len(k) <= maxMetaKey }, maxMetaValue); err != nil {
+	if err := checkMetadata(c.Metadata); err != nil {
 		return err
 	}
 	return checkMap("envs", c.Envs, envKeyRe.MatchString, maxEnvValue)
+}
+
+func checkMetadata(m map[string]string) error {
+	return checkMap("metadata", m, func(k string) bool { return k != "" && len(k) <= maxMetaKey }, maxMetaValue)
 }
 
 func checkMap(field string, m map[string]string, keyOK func(string) bool, maxVal int) error {
@@ -257,6 +261,47 @@ func (s *Server) lookup(r *http.Request) (store.Sandbox, error) {
 
 func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
 	sb, err := s.lookup(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewOf(sb))
+}
+
+// UpdateRequest is the body of PATCH /v1/sandboxes/{id}: what may change
+// on a live sandbox. Absent fields are kept; metadata replaces the map.
+type UpdateRequest struct {
+	// TimeoutSec sets the idle timeout (0 = never) and restarts the idle
+	// period of a running sandbox.
+	TimeoutSec *int              `json:"timeout_sec"`
+	Metadata   map[string]string `json:"metadata"`
+}
+
+func (s *Server) updateSandbox(w http.ResponseWriter, r *http.Request) {
+	var req UpdateRequest
+	if err := s.decodeJSON(w, r, &req, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.TimeoutSec == nil && req.Metadata == nil {
+		s.writeError(w, r, errdefs.Errorf(errdefs.ErrInvalidArgument, "nothing to update: give timeout_sec or metadata"))
+		return
+	}
+	if req.TimeoutSec != nil && (*req.TimeoutSec < 0 || *req.TimeoutSec > maxTimeoutSec) {
+		s.writeError(w, r, errdefs.Errorf(errdefs.ErrInvalidArgument, "timeout_sec %d: want 0 (never) to %d", *req.TimeoutSec, maxTimeoutSec))
+		return
+	}
+	if err := checkMetadata(req.Metadata); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sb, err := s.lookup(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sb, err = s.st.UpdateSandbox(r.Context(), scopeOf(apiKeyFrom(r.Context())), sb.ID,
+		store.SandboxUpdate{TimeoutSec: req.TimeoutSec, Metadata: req.Metadata})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -63,7 +63,7 @@ func TestSandboxLifecycle(t *testing.T) {
 		{"pause stopped", "POST", base + "/pause", nil, nil, 409, CodeConflict, ""},
 		{"bad id", "GET", "/v1/sandboxes/nope", nil, nil, 404, CodeNotFound, ""},
 		{"unknown route", "GET", "/v1/nothing", nil, nil, 404, CodeNotFound, ""},
-		{"bad method", "PATCH", base, nil, nil, 405, CodeInvalidRequest, ""},
+		{"bad method", "PUT", base, nil, nil, 405, CodeInvalidRequest, ""},
 	}
 	for _, s := range steps {
 		r := e.do(s.method, s.path, e.alice, s.body, s.hdr...)

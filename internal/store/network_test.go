@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/wrenn-dev/wrenn-sandbox/internal/errdefs"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/models"
@@ -51,4 +52,43 @@ func get(t *testing.T, s *store.Store, id string) store.Sandbox {
 		t.Fatal(err)
 	}
 	return sb
+}
+
+func TestUpdateSandbox(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	alice := mkKey(t, s, "alice", bigPool)
+	bob := mkKey(t, s, "bob", bigPool)
+	sb := mkRunning(t, s, alice, 60, time.Hour)
+	if idle, _ := s.StillIdle(ctx, sb.ID); !idle {
+		t.Fatal("setup: not idle")
+	}
+	// Metadata alone replaces the map and leaves the idle period alone.
+	got, err := s.UpdateSandbox(ctx, alice.Scope(), sb.ID, store.SandboxUpdate{Metadata: map[string]string{"stage": "2"}})
+	if err != nil || got.Metadata["stage"] != "2" || len(got.Metadata) != 1 || got.TimeoutSec != 60 {
+		t.Fatalf("metadata update: %+v %v", got, err)
+	}
+	if idle, _ := s.StillIdle(ctx, sb.ID); !idle {
+		t.Error("a metadata update restarted the idle period")
+	}
+	// A new timeout restarts it.
+	got, err = s.UpdateSandbox(ctx, alice.Scope(), sb.ID, store.SandboxUpdate{TimeoutSec: ptr(600)})
+	if err != nil || got.TimeoutSec != 600 || got.Metadata["stage"] != "2" {
+		t.Fatalf("timeout update: %+v %v", got, err)
+	}
+	if idle, _ := s.StillIdle(ctx, sb.ID); idle {
+		t.Error("a timeout update did not restart the idle period")
+	}
+	if _, err := s.UpdateSandbox(ctx, bob.Scope(), sb.ID, store.SandboxUpdate{TimeoutSec: ptr(1)}); !errdefs.IsNotFound(err) {
+		t.Errorf("another owner: %v, want not found", err)
+	}
+	if _, err := s.UpdateSandbox(ctx, alice.Scope(), sb.ID, store.SandboxUpdate{TimeoutSec: ptr(-1)}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("negative timeout: %v", err)
+	}
+	if _, err := s.MarkStopped(ctx, alice.Scope(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateSandbox(ctx, alice.Scope(), sb.ID, store.SandboxUpdate{TimeoutSec: ptr(1)}); !errdefs.IsConflict(err) {
+		t.Errorf("stopped sandbox: %v, want conflict", err)
+	}
 }

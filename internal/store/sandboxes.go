@@ -350,3 +350,40 @@ func (s *Store) PurgeStopped(ctx context.Context, olderThan time.Duration) (int6
 	}
 	return tag.RowsAffected(), nil
 }
+
+// SandboxUpdate changes what a user may change on a live sandbox; nil
+// fields are kept. Metadata replaces the whole map.
+type SandboxUpdate struct {
+	TimeoutSec *int
+	Metadata   map[string]string
+}
+
+// UpdateSandbox applies u to sandbox id if scope may see it. A new
+// timeout also restarts a running sandbox's idle period (last_active_at
+// becomes now), so extending the timeout of a sandbox close to it works as
+// users expect. A stopped sandbox is errdefs.ErrConflict; one scope may
+// not see is errdefs.ErrNotFound.
+func (s *Store) UpdateSandbox(ctx context.Context, sc Scope, id string, u SandboxUpdate) (Sandbox, error) {
+	if u.TimeoutSec != nil && *u.TimeoutSec < 0 {
+		return Sandbox{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "update sandbox %s: negative timeout", id)
+	}
+	sb, err := scanSandbox(s.pool.QueryRow(ctx, `
+		UPDATE sandboxes SET
+		       timeout_sec = coalesce($4, timeout_sec),
+		       metadata = coalesce($5, metadata),
+		       last_active_at = CASE WHEN $4::int IS NOT NULL AND status = 'running' THEN now() ELSE last_active_at END,
+		       updated_at = now()
+		 WHERE id = $1 AND ($2 OR owner_id = $3) AND status <> 'stopped'
+		RETURNING `+sandboxCols, id, sc.Admin, sc.OwnerID, u.TimeoutSec, u.Metadata))
+	if errors.Is(err, pgx.ErrNoRows) {
+		cur, gerr := s.GetSandbox(ctx, sc, id)
+		if gerr != nil {
+			return Sandbox{}, gerr
+		}
+		return Sandbox{}, errdefs.Errorf(errdefs.ErrConflict, "sandbox %s is %s: it cannot be changed", id, cur.Status)
+	}
+	if err != nil {
+		return Sandbox{}, dbErr("update sandbox "+id, err)
+	}
+	return sb, nil
+}
