@@ -27,11 +27,7 @@ func mkRunning(t *testing.T, s *store.Store, k store.APIKey, timeoutSec int, idl
 			t.Fatal(err)
 		}
 	}
-	sb, err := s.GetSandbox(ctx, store.AdminScope, sb.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sb
+	return get(t, s, sb.ID)
 }
 
 func TestIdleSandboxes(t *testing.T) {

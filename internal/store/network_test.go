@@ -45,15 +45,6 @@ func TestSandboxNetworkPolicy(t *testing.T) {
 	}
 }
 
-func get(t *testing.T, s *store.Store, id string) store.Sandbox {
-	t.Helper()
-	sb, err := s.GetSandbox(context.Background(), store.AdminScope, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sb
-}
-
 func TestUpdateSandbox(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)

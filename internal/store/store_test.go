@@ -71,3 +71,13 @@ func mkSandbox(t testing.TB, s *store.Store, k store.APIKey, mut func(*store.New
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// get returns sandbox id as an admin sees it.
+func get(t testing.TB, s *store.Store, id string) store.Sandbox {
+	t.Helper()
+	sb, err := s.GetSandbox(context.Background(), store.AdminScope, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb
+}
