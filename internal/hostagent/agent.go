@@ -27,6 +27,7 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/id"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/metrics"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/network"
+	"github.com/wrenn-dev/wrenn-sandbox/internal/snapshot"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/vm"
 )
 
@@ -198,7 +199,8 @@ func (a *Agent) metricsSandboxes(context.Context) ([]metrics.SandboxInfo, error)
 // cleanTemplateBuilds removes what a template snapshot build cut short by
 // a crash left in the cache: the template VM (its command line names the
 // build directory) and the directory. Its network lease goes with the
-// network reconciliation.
+// network reconciliation. It also removes template snapshots that no
+// current image can use (snapshot.PruneStale).
 func (a *Agent) cleanTemplateBuilds() {
 	dirs, _ := filepath.Glob(filepath.Join(a.cfg.TemplateCache, ".build-*"))
 	for _, d := range dirs {
@@ -208,6 +210,18 @@ func (a *Agent) cleanTemplateBuilds() {
 		if err := os.RemoveAll(d); err != nil {
 			a.log.Error("remove interrupted template build", "dir", d, "err", err)
 		}
+	}
+	if a.tmpl == nil {
+		return
+	}
+	// Snapshots of images that were rebuilt or removed would only fill
+	// the disk: nothing can restore them any more.
+	removed, err := snapshot.PruneStale(a.cfg.TemplateCache, a.tmpl.images)
+	for _, d := range removed {
+		a.log.Info("removed stale template snapshot", "dir", d)
+	}
+	if err != nil {
+		a.log.Error("prune template snapshots", "err", err)
 	}
 }
 
