@@ -109,7 +109,11 @@ func (m *Manager) lead(ctx context.Context) error {
 		return fmt.Errorf("acquire connection: %w", err)
 	}
 	conn := pc.Hijack()
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&got); err != nil {
 		return fmt.Errorf("try leader lock: %w", err)
