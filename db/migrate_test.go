@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -92,24 +93,34 @@ func TestMigrateUpDownUp(t *testing.T) {
 		t.Errorf("second up printed %q", out.String())
 	}
 
-	// Down one: only the last migration's column goes.
-	if err := db.MigratePool(ctx, d.Pool, db.Down); err != nil {
-		t.Fatalf("down: %v", err)
+	// Down one at a time: each step undoes only its own migration.
+	hasColumn := func(col string) bool {
+		t.Helper()
+		var ok bool
+		if err := d.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns
+			WHERE table_name = 'sandboxes' AND column_name = $1)`, col).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
 	}
-	var hasNetwork bool
-	if err := d.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns
-		WHERE table_name = 'sandboxes' AND column_name = 'network')`).Scan(&hasNetwork); err != nil {
-		t.Fatal(err)
+	steps := []struct {
+		name string
+		gone func() bool
+	}{
+		{"00005 sandboxes.op", func() bool { return !hasColumn("op") && !hasColumn("op_until") && hasColumn("network") }},
+		{"00004 sandboxes.network", func() bool { return !hasColumn("network") && len(tables(t, d.Pool)) == len(want) }},
+		{"00003 usage_outbox", func() bool {
+			got := tables(t, d.Pool)
+			return !slices.Contains(got, "usage_outbox") && len(got) == len(want)-1
+		}},
 	}
-	if got := tables(t, d.Pool); hasNetwork || strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("after one down: tables %v, sandboxes.network still there: %v", got, hasNetwork)
-	}
-	// Down two: the one before's table goes.
-	if err := db.MigratePool(ctx, d.Pool, db.Down); err != nil {
-		t.Fatalf("down: %v", err)
-	}
-	if got := tables(t, d.Pool); strings.Contains(strings.Join(got, ","), "usage_outbox") || len(got) != len(want)-1 {
-		t.Fatalf("tables after two downs = %v", got)
+	for _, st := range steps {
+		if err := db.MigratePool(ctx, d.Pool, db.Down); err != nil {
+			t.Fatalf("down (%s): %v", st.name, err)
+		}
+		if !st.gone() {
+			t.Fatalf("after rolling back %s: tables %v", st.name, tables(t, d.Pool))
+		}
 	}
 
 	// Down to nothing, step by step, then once more.

@@ -23,7 +23,8 @@ type cpConfig struct {
 	HostGoneAfter     time.Duration   // CP_HOST_GONE_AFTER, default 5m: unhealthy this long fails the host's sandboxes
 	ShutdownTimeout   time.Duration   // CP_SHUTDOWN_TIMEOUT, default 15s
 	MaxUploadBytes    int64           // CP_MAX_UPLOAD_BYTES, default 100 MiB
-	LifecycleInterval time.Duration   // CP_LIFECYCLE_INTERVAL, default 10s; 0 turns idle pausing off
+	LifecycleInterval time.Duration   // CP_LIFECYCLE_INTERVAL, default 10s; 0 turns the lifecycle manager off
+	HibernateAfter    time.Duration   // CP_HIBERNATE_AFTER, default 1h; 0 never hibernates paused sandboxes
 	LogLevel          string          // CP_LOG_LEVEL
 	LogFormat         string          // CP_LOG_FORMAT: text | json
 }
@@ -67,10 +68,18 @@ func loadConfig(get func(string) string) (cpConfig, error) {
 		}
 		*d.dst = v
 	}
-	if v := str("CP_LIFECYCLE_INTERVAL", "10s"); v == "0" || v == "off" {
-		c.LifecycleInterval = 0
-	} else if c.LifecycleInterval, err = time.ParseDuration(v); err != nil || c.LifecycleInterval <= 0 {
-		return c, fmt.Errorf("CP_LIFECYCLE_INTERVAL: want a positive duration, 0 or off")
+	for _, d := range []struct {
+		key, def string
+		dst      *time.Duration
+	}{
+		{"CP_LIFECYCLE_INTERVAL", "10s", &c.LifecycleInterval},
+		{"CP_HIBERNATE_AFTER", "1h", &c.HibernateAfter},
+	} {
+		if v := str(d.key, d.def); v == "0" || v == "off" {
+			*d.dst = 0
+		} else if *d.dst, err = time.ParseDuration(v); err != nil || *d.dst <= 0 {
+			return c, fmt.Errorf("%s: want a positive duration, 0 or off", d.key)
+		}
 	}
 	if c.MaxUploadBytes, err = strconv.ParseInt(str("CP_MAX_UPLOAD_BYTES", "104857600"), 10, 64); err != nil || c.MaxUploadBytes <= 0 {
 		return c, fmt.Errorf("CP_MAX_UPLOAD_BYTES: want a positive integer")

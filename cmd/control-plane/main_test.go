@@ -147,8 +147,12 @@ func TestLoadConfig(t *testing.T) {
 	}{
 		{"defaults", map[string]string{"DATABASE_URL": "postgres://x"}, false, func(c cpConfig) bool {
 			return c.ListenAddr == ":8000" && !c.MigrateOnStart && c.Scheduler == "least_loaded" && c.HeartbeatInterval == 5*time.Second &&
-				c.LifecycleInterval == 10*time.Second
+				c.LifecycleInterval == 10*time.Second && c.HibernateAfter == time.Hour
 		}},
+		{"hibernate off", map[string]string{"DATABASE_URL": "x", "CP_HIBERNATE_AFTER": "off"}, false, func(c cpConfig) bool {
+			return c.HibernateAfter == 0 && c.LifecycleInterval == 10*time.Second
+		}},
+		{"bad hibernate", map[string]string{"DATABASE_URL": "x", "CP_HIBERNATE_AFTER": "-1h"}, true, nil},
 		{"lifecycle off", map[string]string{"DATABASE_URL": "x", "CP_LIFECYCLE_INTERVAL": "off"}, false, func(c cpConfig) bool {
 			return c.LifecycleInterval == 0
 		}},

@@ -66,10 +66,10 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 	deps := api.Deps{Store: st, Agents: poolAgents{agents}, Scheduler: sched, Audit: audit, Activity: activity, Log: log}
 	var lm *lifecycle.Manager
 	if cfg.LifecycleInterval > 0 {
-		lm = lifecycle.New(st, agents, log, lifecycle.Config{Interval: cfg.LifecycleInterval})
+		lm = lifecycle.New(st, agents, log, lifecycle.Config{Interval: cfg.LifecycleInterval, HibernateAfter: cfg.HibernateAfter})
 		deps.Collectors = append(deps.Collectors, lm.Collector())
 	} else {
-		log.Warn("CP_LIFECYCLE_INTERVAL=0: idle sandboxes are never paused")
+		log.Warn("CP_LIFECYCLE_INTERVAL=0: idle sandboxes are never paused, paused ones never hibernated")
 	}
 	srv, err := api.New(api.Config{MaxUploadBytes: cfg.MaxUploadBytes}, deps)
 	if err != nil {

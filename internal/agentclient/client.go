@@ -101,10 +101,20 @@ func (c *Client) PauseSandbox(ctx context.Context, id string) error {
 	return wrap("pause sandbox", err)
 }
 
-// ResumeSandbox resumes a paused sandbox.
+// ResumeSandbox resumes a paused sandbox or wakes a hibernated one.
 func (c *Client) ResumeSandbox(ctx context.Context, id string) error {
 	_, err := c.c.ResumeSandbox(ctx, &pb.ResumeSandboxRequest{SandboxId: id})
 	return wrap("resume sandbox", err)
+}
+
+// HibernateSandbox saves a running or paused sandbox into the agent's
+// snapshot store and stops its VM; it returns where the snapshot is.
+func (c *Client) HibernateSandbox(ctx context.Context, id string) (string, error) {
+	r, err := c.c.HibernateSandbox(ctx, &pb.HibernateSandboxRequest{SandboxId: id})
+	if err != nil {
+		return "", wrap("hibernate sandbox", err)
+	}
+	return r.GetSnapshot().GetLocation(), nil
 }
 
 // ListSandboxes returns the agent's inventory.

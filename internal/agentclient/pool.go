@@ -70,14 +70,32 @@ func (p *Pool) Get(hostID string) (*Client, error) {
 	return c, nil
 }
 
-// PauseSandbox pauses sandbox id on host hostID (the lifecycle manager's
-// view of the pool).
+// PauseSandbox pauses sandbox id on host hostID (this and the two below
+// are the lifecycle manager's view of the pool).
 func (p *Pool) PauseSandbox(ctx context.Context, hostID, id string) error {
 	c, err := p.Get(hostID)
 	if err != nil {
 		return err
 	}
 	return c.PauseSandbox(ctx, id)
+}
+
+// HibernateSandbox hibernates sandbox id on host hostID.
+func (p *Pool) HibernateSandbox(ctx context.Context, hostID, id string) (string, error) {
+	c, err := p.Get(hostID)
+	if err != nil {
+		return "", err
+	}
+	return c.HibernateSandbox(ctx, id)
+}
+
+// ResumeSandbox resumes or wakes sandbox id on host hostID.
+func (p *Pool) ResumeSandbox(ctx context.Context, hostID, id string) error {
+	c, err := p.Get(hostID)
+	if err != nil {
+		return err
+	}
+	return c.ResumeSandbox(ctx, id)
 }
 
 // Register dials endpoint (once), asks the agent who it is and records

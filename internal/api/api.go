@@ -28,7 +28,11 @@ type Agent interface {
 	CreateSandbox(ctx context.Context, req *pb.CreateSandboxRequest) (*pb.CreateSandboxResponse, error)
 	DestroySandbox(ctx context.Context, id string) error
 	PauseSandbox(ctx context.Context, id string) error
+	// ResumeSandbox resumes a paused sandbox or wakes a hibernated one.
 	ResumeSandbox(ctx context.Context, id string) error
+	// HibernateSandbox saves the sandbox and stops its VM; it returns the
+	// snapshot's location.
+	HibernateSandbox(ctx context.Context, id string) (string, error)
 	// Exec calls fn for every event, the exit event last.
 	Exec(ctx context.Context, req *pb.ExecRequest, fn func(*pb.ExecResponse) error) error
 	WriteFile(ctx context.Context, hdr *pb.WriteFileHeader, r io.Reader) (*pb.WriteFileResponse, error)
@@ -156,6 +160,7 @@ func (s *Server) Handler() http.Handler {
 		r.Delete("/sandboxes/{id}", s.deleteSandbox)
 		r.Post("/sandboxes/{id}/pause", s.pauseSandbox)
 		r.Post("/sandboxes/{id}/resume", s.resumeSandbox)
+		r.Post("/sandboxes/{id}/hibernate", s.hibernateSandbox)
 		r.Post("/sandboxes/{id}/exec", s.exec)
 		r.Put("/sandboxes/{id}/files", s.writeFile)
 		r.Get("/sandboxes/{id}/files/*", s.readFile)

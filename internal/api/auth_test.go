@@ -111,6 +111,7 @@ func TestOwnerIsolation(t *testing.T) {
 		{"GET", base + "/terminal", nil},
 		{"POST", base + "/pause", nil},
 		{"POST", base + "/resume", nil},
+		{"POST", base + "/hibernate", nil},
 		{"DELETE", base, nil},
 	}
 	for _, key := range []string{e.bob, e.admin} {

@@ -31,6 +31,8 @@ type fakeAgent struct {
 	delay   time.Duration
 	// lastCreate is the last create request received.
 	lastCreate *pb.CreateSandboxRequest
+	// pauseGate, when set, holds every pause until it is closed.
+	pauseGate chan struct{}
 }
 
 func newFakeAgent() *fakeAgent {
@@ -109,6 +111,12 @@ func (f *fakeAgent) DestroySandbox(ctx context.Context, id string) error {
 
 func (f *fakeAgent) PauseSandbox(ctx context.Context, id string) error {
 	f.mu.Lock()
+	gate := f.pauseGate
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.check("pause", id, pb.SandboxState_SANDBOX_STATE_RUNNING); err != nil {
 		return err
@@ -120,11 +128,28 @@ func (f *fakeAgent) PauseSandbox(ctx context.Context, id string) error {
 func (f *fakeAgent) ResumeSandbox(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.check("resume", id, pb.SandboxState_SANDBOX_STATE_PAUSED); err != nil {
+	if err := f.check("resume", id, pb.SandboxState_SANDBOX_STATE_PAUSED, pb.SandboxState_SANDBOX_STATE_HIBERNATED); err != nil {
 		return err
 	}
 	f.sbs[id] = pb.SandboxState_SANDBOX_STATE_RUNNING
 	return nil
+}
+
+func (f *fakeAgent) HibernateSandbox(ctx context.Context, id string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check("hibernate", id, pb.SandboxState_SANDBOX_STATE_RUNNING, pb.SandboxState_SANDBOX_STATE_PAUSED); err != nil {
+		return "", err
+	}
+	f.sbs[id] = pb.SandboxState_SANDBOX_STATE_HIBERNATED
+	return "local:/snapshots/hib-" + id, nil
+}
+
+// state returns what the agent holds sandbox id as.
+func (f *fakeAgent) state(id string) pb.SandboxState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sbs[id]
 }
 
 // Exec understands "echo ARGS..." (stdout), "fail" (stderr, exit 3) and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -400,41 +399,67 @@ func (s *Server) withAgent(sb store.Sandbox, fn func(Agent) error) error {
 }
 
 func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
-	s.move(w, r, models.StatusRunning, models.StatusPaused, func(ctx context.Context, a Agent, id string) error {
-		return a.PauseSandbox(ctx, id)
-	})
+	s.move(w, r, "pause", []models.SandboxStatus{models.StatusRunning}, models.StatusPaused,
+		func(ctx context.Context, a Agent, id string) (store.SandboxPatch, error) {
+			return store.SandboxPatch{}, a.PauseSandbox(ctx, id)
+		})
 }
 
+// resumeSandbox continues a paused sandbox, or wakes a hibernated one from
+// its snapshot.
 func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
-	s.move(w, r, models.StatusPaused, models.StatusRunning, func(ctx context.Context, a Agent, id string) error {
-		return a.ResumeSandbox(ctx, id)
-	})
+	s.move(w, r, "resume", []models.SandboxStatus{models.StatusPaused, models.StatusHibernated}, models.StatusRunning,
+		func(ctx context.Context, a Agent, id string) (store.SandboxPatch, error) {
+			return store.SandboxPatch{}, a.ResumeSandbox(ctx, id)
+		})
 }
 
-// move checks from → to before asking the agent, then records it with a
-// compare-and-set (a concurrent change is a conflict).
-func (s *Server) move(w http.ResponseWriter, r *http.Request, from, to models.SandboxStatus,
-	call func(context.Context, Agent, string) error) {
+// hibernateSandbox saves a running or paused sandbox to its host's
+// snapshot store and stops its VM, freeing the host's vCPUs and memory
+// (the owner's pool stays reserved, so a resume cannot be refused for
+// quota).
+func (s *Server) hibernateSandbox(w http.ResponseWriter, r *http.Request) {
+	s.move(w, r, "hibernate", []models.SandboxStatus{models.StatusRunning, models.StatusPaused}, models.StatusHibernated,
+		func(ctx context.Context, a Agent, id string) (store.SandboxPatch, error) {
+			loc, err := a.HibernateSandbox(ctx, id)
+			return store.SandboxPatch{HibernateLocation: &loc}, err
+		})
+}
+
+// move takes the sandbox's operation lease if it is in one of from (a
+// sandbox in another status, or busy with another operation, is a
+// conflict), asks the agent, and records the move to to, which ends the
+// lease; a failed agent call ends it without a move.
+func (s *Server) move(w http.ResponseWriter, r *http.Request, op string, from []models.SandboxStatus, to models.SandboxStatus,
+	call func(context.Context, Agent, string) (store.SandboxPatch, error)) {
 	sb, err := s.lookup(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if sb.Status != from {
-		s.writeError(w, r, errdefs.Errorf(errdefs.ErrConflict, "sandbox %s is %s, cannot become %s", sb.ID, sb.Status, to))
+	ctx := context.WithoutCancel(r.Context())
+	sb, err = s.st.BeginOp(ctx, store.Op{ID: sb.ID, OwnerID: sb.OwnerID, From: from, To: to, Name: op})
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
-	ctx := context.WithoutCancel(r.Context())
-	if err := s.withAgent(sb, func(a Agent) error { return call(ctx, a, sb.ID) }); err != nil {
+	var set store.SandboxPatch
+	if err := s.withAgent(sb, func(a Agent) error {
+		var err error
+		set, err = call(ctx, a, sb.ID)
+		return err
+	}); err != nil {
+		if eerr := s.st.EndOp(ctx, sb.ID, op); eerr != nil {
+			s.log.Error("end failed "+op, "sandbox_id", sb.ID, "err", eerr)
+		}
 		s.writeError(w, r, err)
 		return
 	}
 	moved, err := s.st.Transition(ctx, store.Transition{ID: sb.ID, OwnerID: sb.OwnerID,
-		From: []models.SandboxStatus{from}, To: to})
+		From: []models.SandboxStatus{sb.Status}, To: to, Set: set})
 	if err != nil {
-		if errors.Is(err, errdefs.ErrConflict) {
-			s.log.Warn("sandbox changed during "+string(to), "sandbox_id", sb.ID, "err", err)
-		}
+		// Only a destroy or the reconciler moves a leased sandbox.
+		s.log.Warn("sandbox changed during "+op, "sandbox_id", sb.ID, "err", err)
 		s.writeError(w, r, err)
 		return
 	}

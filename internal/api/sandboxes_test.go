@@ -52,6 +52,15 @@ func TestSandboxLifecycle(t *testing.T) {
 		{"exec paused", "POST", base + "/exec", ExecRequest{Cmd: "echo"}, nil, 409, CodeConflict, ""},
 		{"download paused", "GET", base + "/files/tmp/a.txt", nil, nil, 409, CodeConflict, ""},
 		{"resume", "POST", base + "/resume", nil, nil, 200, "", `"status":"running"`},
+		{"hibernate running", "POST", base + "/hibernate", nil, nil, 200, "", `"status":"hibernated"`},
+		{"hibernate again", "POST", base + "/hibernate", nil, nil, 409, CodeConflict, ""},
+		{"pause hibernated", "POST", base + "/pause", nil, nil, 409, CodeConflict, ""},
+		{"exec hibernated", "POST", base + "/exec", ExecRequest{Cmd: "echo"}, nil, 409, CodeConflict, ""},
+		{"wake", "POST", base + "/resume", nil, nil, 200, "", `"status":"running"`},
+		{"download after wake", "GET", base + "/files/tmp/a.txt", nil, nil, 200, "", "data!"},
+		{"pause before hibernate", "POST", base + "/pause", nil, nil, 200, "", `"status":"paused"`},
+		{"hibernate paused", "POST", base + "/hibernate", nil, nil, 200, "", `"status":"hibernated"`},
+		{"wake again", "POST", base + "/resume", nil, nil, 200, "", `"status":"running"`},
 		{"list", "GET", "/v1/sandboxes?status=running&metadata=team=x", nil, nil, 200, "", sb.ID},
 		{"list other template", "GET", "/v1/sandboxes?template=python311", nil, nil, 200, "", `"sandboxes":[]`},
 		{"list bad status", "GET", "/v1/sandboxes?status=sleeping", nil, nil, 400, CodeInvalidRequest, ""},
@@ -61,6 +70,7 @@ func TestSandboxLifecycle(t *testing.T) {
 		{"delete again", "DELETE", base, nil, nil, 204, "", ""},
 		{"get stopped", "GET", base, nil, nil, 200, "", `"status":"stopped"`},
 		{"pause stopped", "POST", base + "/pause", nil, nil, 409, CodeConflict, ""},
+		{"hibernate stopped", "POST", base + "/hibernate", nil, nil, 409, CodeConflict, ""},
 		{"bad id", "GET", "/v1/sandboxes/nope", nil, nil, 404, CodeNotFound, ""},
 		{"unknown route", "GET", "/v1/nothing", nil, nil, 404, CodeNotFound, ""},
 		{"bad method", "PUT", base, nil, nil, 405, CodeInvalidRequest, ""},
@@ -78,7 +88,7 @@ func TestSandboxLifecycle(t *testing.T) {
 		t.Fatalf("agent still has %d sandboxes", e.agent.live())
 	}
 	// Audit: the 3 execs that reached the agent (one failed), 1 upload and
-	// 2 downloads (one failed) were recorded; refused requests were not.
+	// 3 downloads (one failed) were recorded; refused requests were not.
 	if err := e.audit.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +100,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	for _, ev := range evs {
 		count[ev.Type]++
 	}
-	if count[store.AuditExec] != 3 || count[store.AuditFileWrite] != 1 || count[store.AuditFileRead] != 2 {
+	if count[store.AuditExec] != 3 || count[store.AuditFileWrite] != 1 || count[store.AuditFileRead] != 3 {
 		t.Fatalf("audit events %v", count)
 	}
 }

@@ -5,6 +5,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/wrenn-dev/wrenn-sandbox/internal/errdefs"
+	pb "github.com/wrenn-dev/wrenn-sandbox/proto/hostagent/gen"
 )
 
 func TestUpdateSandbox(t *testing.T) {
@@ -72,5 +76,53 @@ func TestUpdateSandbox(t *testing.T) {
 	})
 	if r := e.do("PATCH", path, "", `{"timeout_sec":10}`); r.status != http.StatusUnauthorized {
 		t.Errorf("no key: %d", r.status)
+	}
+}
+
+// Two state changes on one sandbox never interleave: the second is a
+// conflict that says what is in progress; a failed one frees the sandbox.
+func TestStateChangesDoNotInterleave(t *testing.T) {
+	e := newEnv(t, Config{})
+	sb := e.create(e.alice, CreateRequest{})
+	base := "/v1/sandboxes/" + sb.ID
+	gate := make(chan struct{})
+	e.agent.mu.Lock()
+	e.agent.pauseGate = gate
+	e.agent.mu.Unlock()
+	done := make(chan resp, 1)
+	go func() { done <- e.do("POST", base+"/pause", e.alice, nil) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for { // until the pause holds the lease (it then waits at the gate)
+		var op *string
+		if err := e.st.Pool().QueryRow(context.Background(), `SELECT op FROM sandboxes WHERE id = $1`, sb.ID).Scan(&op); err != nil {
+			t.Fatal(err)
+		}
+		if op != nil && *op == "pause" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pause never took the lease")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r := e.do("POST", base+"/hibernate", e.alice, nil); r.status != http.StatusConflict ||
+		!strings.Contains(string(r.body), "busy: pause in progress") {
+		t.Fatalf("hibernate during a pause: %d %s", r.status, r.body)
+	}
+	close(gate)
+	if r := <-done; r.status != http.StatusOK {
+		t.Fatalf("pause: %d %s", r.status, r.body)
+	}
+	if st := e.agent.state(sb.ID); st != pb.SandboxState_SANDBOX_STATE_PAUSED {
+		t.Fatalf("agent holds %s", st)
+	}
+	// A failed agent call leaves the status and frees the sandbox.
+	e.agent.failOn("resume", errdefs.Errorf(errdefs.ErrUnavailable, "agent restarting"))
+	if r := e.do("POST", base+"/resume", e.alice, nil); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("failing resume: %d %s", r.status, r.body)
+	}
+	e.agent.failOn("resume", nil)
+	if r := e.do("POST", base+"/resume", e.alice, nil); r.status != http.StatusOK {
+		t.Fatalf("resume after the failure: %d %s", r.status, r.body)
 	}
 }

@@ -1,10 +1,12 @@
 // Package lifecycle is the control plane's background lifecycle manager.
-// Today it pauses running sandboxes that have been idle (no exec, file
-// transfer or terminal through the API) for longer than their
-// timeout_sec; hibernation to object storage and destruction of long
-// hibernated sandboxes slot in as further sweeps. Several control-plane
+// It pauses running sandboxes that have been idle (no exec, file transfer
+// or terminal through the API) for longer than their timeout_sec, and
+// hibernates sandboxes left paused for longer than HibernateAfter (their
+// VM stops and the host's vCPUs and memory are freed). Destruction of long
+// hibernated sandboxes slots in as a further sweep. Several control-plane
 // replicas may run it: a PostgreSQL advisory lock elects one leader, and
-// every state change is a compare-and-set in the store.
+// every state change takes the sandbox's operation lease in the store, so
+// it never interleaves with a user's pause, resume or hibernate.
 package lifecycle
 
 import (
@@ -25,18 +27,22 @@ import (
 // leaderLockKey is the advisory lock the leader holds ("WrennLM").
 const leaderLockKey int64 = 0x5772656e6e4c4d
 
-// Agents reaches the host agents: PauseSandbox pauses sandbox id on
-// host hostID; an unknown or disconnected host is errdefs.ErrUnavailable.
-// *agentclient.Pool implements it.
+// Agents reaches the host agents, by host ID; an unknown or disconnected
+// host is errdefs.ErrUnavailable. *agentclient.Pool implements it.
 type Agents interface {
 	PauseSandbox(ctx context.Context, hostID, id string) error
+	// HibernateSandbox returns the location of the sandbox's snapshot.
+	HibernateSandbox(ctx context.Context, hostID, id string) (string, error)
 }
 
 // Config tunes the manager; zero values take the defaults.
 type Config struct {
 	Interval     time.Duration // between sweeps, and between leadership attempts (default 10 s)
-	Batch        int           // sandboxes handled per sweep (default 100)
-	PauseTimeout time.Duration // one agent pause call (default 30 s)
+	Batch        int           // sandboxes handled per sweep and kind (default 100)
+	PauseTimeout time.Duration // one agent pause or hibernate call (default 2 min)
+	// HibernateAfter is how long a sandbox stays paused before it is
+	// hibernated; 0 never hibernates.
+	HibernateAfter time.Duration
 }
 
 func (c *Config) defaults() {
@@ -47,7 +53,7 @@ func (c *Config) defaults() {
 		c.Batch = 100
 	}
 	if c.PauseTimeout <= 0 {
-		c.PauseTimeout = 30 * time.Second
+		c.PauseTimeout = 2 * time.Minute
 	}
 }
 
@@ -59,9 +65,10 @@ type Manager struct {
 	log    *slog.Logger
 	cfg    Config
 
-	leader   atomic.Bool
-	paused   atomic.Uint64
-	failures atomic.Uint64
+	leader     atomic.Bool
+	paused     atomic.Uint64
+	hibernated atomic.Uint64
+	failures   atomic.Uint64
 }
 
 // New returns a manager; Run starts it.
@@ -75,14 +82,15 @@ func New(st *store.Store, agents Agents, log *slog.Logger, cfg Config) *Manager 
 
 // Stats are the manager's counters.
 type Stats struct {
-	Leader   bool
-	Paused   uint64 // sandboxes paused for idleness
-	Failures uint64 // pauses that failed (retried next sweep)
+	Leader     bool
+	Paused     uint64 // sandboxes paused for idleness
+	Hibernated uint64 // paused sandboxes hibernated after HibernateAfter
+	Failures   uint64 // pauses and hibernations that failed (retried next sweep)
 }
 
 // Stats returns the counters so far.
 func (m *Manager) Stats() Stats {
-	return Stats{Leader: m.leader.Load(), Paused: m.paused.Load(), Failures: m.failures.Load()}
+	return Stats{Leader: m.leader.Load(), Paused: m.paused.Load(), Hibernated: m.hibernated.Load(), Failures: m.failures.Load()}
 }
 
 // Run sweeps every Interval while this replica is the leader, and tries
@@ -145,10 +153,12 @@ func (m *Manager) lead(ctx context.Context) error {
 	}
 }
 
-// Sweep pauses the running sandboxes that are idle past their timeout,
-// up to Batch of them, and returns how many it paused. A pause that fails
-// is logged, counted and tried again on the next sweep. Sweep does not
-// check leadership; Run calls it only while leader.
+// Sweep pauses the running sandboxes that are idle past their timeout and
+// hibernates those paused for longer than HibernateAfter, up to Batch of
+// each, and returns how many it changed. An operation that fails is
+// logged, counted and tried again on the next sweep; a sandbox that a user
+// is changing at the same moment, or that became active, is skipped.
+// Sweep does not check leadership; Run calls it only while leader.
 func (m *Manager) Sweep(ctx context.Context) (int, error) {
 	idle, err := m.st.IdleSandboxes(ctx, m.cfg.Batch)
 	if err != nil {
@@ -159,43 +169,78 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 		if ctx.Err() != nil {
 			return n, ctx.Err()
 		}
-		if err := m.pauseIdle(ctx, sb); err != nil {
-			m.failures.Add(1)
-			m.log.Warn("pause idle sandbox", "sandbox_id", sb.ID, "host_id", sb.HostID, "err", err)
-			continue
+		n += m.apply(ctx, sb, store.Op{ID: sb.ID, From: []models.SandboxStatus{models.StatusRunning},
+			To: models.StatusPaused, Name: "idle pause", IdleOnly: true},
+			func(ctx context.Context) (store.SandboxPatch, error) {
+				return store.SandboxPatch{}, m.agents.PauseSandbox(ctx, sb.HostID, sb.ID)
+			})
+	}
+	if m.cfg.HibernateAfter <= 0 {
+		return n, nil
+	}
+	paused, err := m.st.PausedSandboxes(ctx, m.cfg.HibernateAfter, m.cfg.Batch)
+	if err != nil {
+		return n, err
+	}
+	for _, sb := range paused {
+		if ctx.Err() != nil {
+			return n, ctx.Err()
 		}
-		n++
+		n += m.apply(ctx, sb, store.Op{ID: sb.ID, From: []models.SandboxStatus{models.StatusPaused},
+			To: models.StatusHibernated, Name: "hibernate after pause", PausedFor: m.cfg.HibernateAfter},
+			func(ctx context.Context) (store.SandboxPatch, error) {
+				loc, err := m.agents.HibernateSandbox(ctx, sb.HostID, sb.ID)
+				return store.SandboxPatch{HibernateLocation: &loc}, err
+			})
 	}
 	return n, nil
 }
 
-func (m *Manager) pauseIdle(ctx context.Context, sb store.Sandbox) error {
-	// Activity may have come in since the listing.
-	still, err := m.st.StillIdle(ctx, sb.ID)
-	if err != nil {
-		return err
+// apply runs one lifecycle operation under the sandbox's lease and
+// returns 1 when the sandbox moved.
+func (m *Manager) apply(ctx context.Context, sb store.Sandbox, op store.Op, call func(context.Context) (store.SandboxPatch, error)) int {
+	log := m.log.With("sandbox_id", sb.ID, "host_id", sb.HostID, "op", op.Name)
+	if _, err := m.st.BeginOp(ctx, op); err != nil {
+		if !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
+			m.failures.Add(1)
+			log.Warn("lifecycle operation not started", "err", err)
+		}
+		return 0 // busy, changed or gone since the listing
 	}
-	if !still {
-		return nil
+	fail := func(err error) int {
+		m.failures.Add(1)
+		log.Warn("lifecycle operation failed", "err", err)
+		if err := m.st.EndOp(context.WithoutCancel(ctx), sb.ID, op.Name); err != nil {
+			log.Error("end lifecycle operation", "err", err)
+		}
+		return 0
 	}
 	if sb.HostID == "" {
-		return errdefs.Errorf(errdefs.ErrConflict, "sandbox %s is running but on no host", sb.ID)
+		return fail(errdefs.Errorf(errdefs.ErrConflict, "sandbox %s is %s but on no host", sb.ID, sb.Status))
 	}
-	pctx, cancel := context.WithTimeout(ctx, m.cfg.PauseTimeout)
-	err = m.agents.PauseSandbox(pctx, sb.HostID, sb.ID)
+	actx, cancel := context.WithTimeout(ctx, m.cfg.PauseTimeout)
+	set, err := call(actx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("agent pause: %w", err)
+		return fail(fmt.Errorf("agent: %w", err))
 	}
-	if _, err := m.st.Transition(ctx, store.Transition{ID: sb.ID,
-		From: []models.SandboxStatus{models.StatusRunning}, To: models.StatusPaused}); err != nil {
-		return fmt.Errorf("record pause: %w", err)
+	if _, err := m.st.Transition(ctx, store.Transition{ID: sb.ID, From: op.From, To: op.To, Set: set}); err != nil {
+		// Only a destroy or the reconciler moves a leased sandbox.
+		m.failures.Add(1)
+		log.Warn("lifecycle operation not recorded", "err", err)
+		return 0
 	}
-	m.paused.Add(1)
-	idleFor := time.Since(lastActive(sb)).Round(time.Second)
-	m.log.Info("sandbox paused after idle timeout", "sandbox_id", sb.ID, "owner_id", sb.OwnerID,
-		"timeout_sec", sb.TimeoutSec, "idle_for", idleFor)
-	return nil
+	switch op.To {
+	case models.StatusPaused:
+		m.paused.Add(1)
+		log.Info("sandbox paused after idle timeout", "owner_id", sb.OwnerID, "timeout_sec", sb.TimeoutSec,
+			"idle_for", time.Since(lastActive(sb)).Round(time.Second))
+	case models.StatusHibernated:
+		m.hibernated.Add(1)
+		log.Info("sandbox hibernated after a long pause", "owner_id", sb.OwnerID,
+			"paused_for", time.Since(sb.PausedAt).Round(time.Second), "location", *set.HibernateLocation)
+	}
+	return 1
 }
 
 func lastActive(sb store.Sandbox) time.Time {
@@ -215,8 +260,10 @@ var (
 		"1 when this control plane runs the lifecycle sweeps.", nil, nil)
 	descPaused = prometheus.NewDesc("wrenn_lifecycle_idle_pauses_total",
 		"Sandboxes paused because they were idle past their timeout_sec.", nil, nil)
-	descFailures = prometheus.NewDesc("wrenn_lifecycle_pause_failures_total",
-		"Idle pauses that failed (tried again on the next sweep).", nil, nil)
+	descHibernated = prometheus.NewDesc("wrenn_lifecycle_hibernations_total",
+		"Sandboxes hibernated because they stayed paused past CP_HIBERNATE_AFTER.", nil, nil)
+	descFailures = prometheus.NewDesc("wrenn_lifecycle_failures_total",
+		"Lifecycle pauses and hibernations that failed (tried again on the next sweep).", nil, nil)
 )
 
 type collector struct{ m *Manager }
@@ -224,6 +271,7 @@ type collector struct{ m *Manager }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLeader
 	ch <- descPaused
+	ch <- descHibernated
 	ch <- descFailures
 }
 
@@ -235,5 +283,6 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leader)
 	ch <- prometheus.MustNewConstMetric(descPaused, prometheus.CounterValue, float64(st.Paused))
+	ch <- prometheus.MustNewConstMetric(descHibernated, prometheus.CounterValue, float64(st.Hibernated))
 	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(st.Failures))
 }

@@ -25,13 +25,14 @@ const hostA, hostGone = "host-0000000a", "host-0000000b"
 // fakeAgents is one host's agent that records pauses; fail makes the
 // pause of a sandbox fail.
 type fakeAgents struct {
-	mu     sync.Mutex
-	pauses map[string]int
-	fail   map[string]error
+	mu           sync.Mutex
+	pauses       map[string]int
+	hibernations map[string]int
+	fail         map[string]error
 }
 
 func newFakeAgents() *fakeAgents {
-	return &fakeAgents{pauses: map[string]int{}, fail: map[string]error{}}
+	return &fakeAgents{pauses: map[string]int{}, hibernations: map[string]int{}, fail: map[string]error{}}
 }
 
 func (f *fakeAgents) PauseSandbox(_ context.Context, hostID, id string) error {
@@ -47,10 +48,29 @@ func (f *fakeAgents) PauseSandbox(_ context.Context, hostID, id string) error {
 	return nil
 }
 
+func (f *fakeAgents) HibernateSandbox(_ context.Context, hostID, id string) (string, error) {
+	if hostID != hostA {
+		return "", errdefs.Errorf(errdefs.ErrUnavailable, "host %s is not connected", hostID)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail[id]; err != nil {
+		return "", err
+	}
+	f.hibernations[id]++
+	return "local:/snapshots/hib-" + id, nil
+}
+
 func (f *fakeAgents) count(id string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.pauses[id]
+}
+
+func (f *fakeAgents) hibernationsOf(id string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.hibernations[id]
 }
 
 func (f *fakeAgents) setFail(id string, err error) {
@@ -157,6 +177,66 @@ func TestSweep(t *testing.T) {
 	}
 	if n, err := m.Sweep(ctx); err != nil || n != 0 {
 		t.Errorf("sweep after resume paused %d (%v), want 0", n, err)
+	}
+}
+
+// pausedFor makes a paused sandbox on host whose pause began that long ago.
+func (e *env) pausedFor(host string, d time.Duration) string {
+	e.t.Helper()
+	ctx := context.Background()
+	id := e.running(host, 0, 0)
+	if _, err := e.st.Transition(ctx, store.Transition{ID: id, To: models.StatusPaused}); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.st.Pool().Exec(ctx, `UPDATE sandboxes SET paused_at = now() - make_interval(secs => $2)
+		WHERE id = $1`, id, d.Seconds()); err != nil {
+		e.t.Fatal(err)
+	}
+	return id
+}
+
+func TestSweepHibernates(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	agents := newFakeAgents()
+	log := slog.New(slog.NewTextHandler(testlog.Writer(t), nil))
+	long := e.pausedFor(hostA, 2*time.Hour)
+	recent := e.pausedFor(hostA, 10*time.Minute)
+	busy := e.pausedFor(hostA, 3*time.Hour)
+	failing := e.pausedFor(hostA, 3*time.Hour)
+	agents.setFail(failing, errdefs.Errorf(errdefs.ErrResourceExhausted, "snapshot store full"))
+	// A user is resuming busy right now: its lease keeps the sweep away.
+	if _, err := e.st.BeginOp(ctx, store.Op{ID: busy, From: []models.SandboxStatus{models.StatusPaused},
+		To: models.StatusRunning, Name: "resume"}); err != nil {
+		t.Fatal(err)
+	}
+
+	off := lifecycle.New(e.st, agents, log, lifecycle.Config{})
+	if n, err := off.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep without HibernateAfter changed %d (%v)", n, err)
+	}
+	m := lifecycle.New(e.st, agents, log, lifecycle.Config{HibernateAfter: time.Hour})
+	if n, err := m.Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("sweep changed %d (%v), want 1", n, err)
+	}
+	want := map[string]models.SandboxStatus{long: models.StatusHibernated, recent: models.StatusPaused,
+		busy: models.StatusPaused, failing: models.StatusPaused}
+	for id, st := range want {
+		if got := e.status(id); got != st {
+			t.Errorf("%s: %s, want %s", id, got, st)
+		}
+	}
+	sb, err := e.st.GetSandbox(ctx, store.AdminScope, long)
+	if err != nil || sb.HibernateLocation != "local:/snapshots/hib-"+long {
+		t.Errorf("hibernate location %q (%v)", sb.HibernateLocation, err)
+	}
+	if st := m.Stats(); st.Hibernated != 1 || st.Failures != 1 || agents.hibernationsOf(busy) != 0 {
+		t.Errorf("stats %+v, busy hibernated %d times; want 1 hibernated, 1 failure, busy untouched", st, agents.hibernationsOf(busy))
+	}
+	// The failed one is free again and goes once the agent recovers.
+	agents.setFail(failing, nil)
+	if n, err := m.Sweep(ctx); err != nil || n != 1 || e.status(failing) != models.StatusHibernated {
+		t.Errorf("second sweep changed %d (%v); failing is %s", n, err, e.status(failing))
 	}
 }
 

@@ -51,6 +51,27 @@ func (s *Store) IdleSandboxes(ctx context.Context, limit int) ([]Sandbox, error)
 	return out, nil
 }
 
+// PausedSandboxes returns up to limit sandboxes paused for at least
+// pausedFor, longest paused first.
+func (s *Store) PausedSandboxes(ctx context.Context, pausedFor time.Duration, limit int) ([]Sandbox, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+sandboxCols+` FROM sandboxes
+		 WHERE status = 'paused' AND paused_at <= now() - make_interval(secs => $1)
+		 ORDER BY paused_at, id
+		 LIMIT $2`, pausedFor.Seconds(), limit)
+	if err != nil {
+		return nil, dbErr("paused sandboxes", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Sandbox, error) { return scanSandbox(r) })
+	if err != nil {
+		return nil, dbErr("paused sandboxes", err)
+	}
+	return out, nil
+}
+
 // StillIdle reports whether sandbox id is still running and idle past its
 // timeout (activity may have arrived since IdleSandboxes listed it).
 func (s *Store) StillIdle(ctx context.Context, id string) (bool, error) {

@@ -190,7 +190,8 @@ func legalFrom(to models.SandboxStatus) []models.SandboxStatus {
 }
 
 // Transition moves a sandbox to tr.To if its status is one of tr.From,
-// atomically (UPDATE ... WHERE status = ANY(from)). Moves that are not
+// atomically (UPDATE ... WHERE status = ANY(from)), and ends the operation
+// lease (BeginOp) if one was held. Moves that are not
 // in the state machine, and rows in another status, fail with a
 // *StatusConflictError; a missing sandbox (or another owner's) is
 // errdefs.ErrNotFound. Entering stopped or error releases the pool
@@ -234,7 +235,8 @@ func (s *Store) Transition(ctx context.Context, tr Transition) (Sandbox, error) 
 			                           WHEN 'hibernated' THEN coalesce(paused_at, now())
 			                           WHEN 'running' THEN NULL
 			                           ELSE paused_at END,
-			       stopped_at = CASE WHEN $2 = 'stopped' THEN now() ELSE stopped_at END
+			       stopped_at = CASE WHEN $2 = 'stopped' THEN now() ELSE stopped_at END,
+			       op = NULL, op_until = NULL
 			 WHERE id = $1 AND status = ANY($3) AND ($4 = '' OR owner_id = $4)
 			RETURNING `+sandboxCols,
 			tr.ID, tr.To, statusStrings(from), tr.OwnerID,

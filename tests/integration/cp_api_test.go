@@ -209,12 +209,50 @@ func TestCPLifecycleRealAgent(t *testing.T) {
 		len(n.GetAllowCidrs()) != 1 || n.GetAllowCidrs()[0] != "198.51.100.0/24" {
 		t.Fatalf("agent's network policy %v, want deny all but 198.51.100.0/24", n)
 	}
-	if code, body = e.do("POST", base+"/resume", key, nil); code != 200 {
+	// Paused past HibernateAfter: the sweep hibernates it (the VM stops);
+	// a REST resume wakes it from the snapshot with its files and its
+	// background process.
+	code, body = e.do("POST", base+"/resume", key, nil)
+	if code != 200 {
 		t.Fatalf("resume after idle pause: %d %s", code, body)
 	}
-	code, body = e.do("POST", base+"/exec", key, jsonBody(api.ExecRequest{Cmd: "wc", Args: []string{"-c", "/tmp/up.bin"}}))
-	if err := json.Unmarshal(body, &res); code != 200 || err != nil || !strings.HasPrefix(res.Stdout, "1200000 ") {
-		t.Fatalf("exec after idle pause and resume: %d %s", code, body)
+	code, body = e.do("POST", base+"/exec", key, jsonBody(api.ExecRequest{Cmd: "sh", Args: []string{"-c", "sleep 3600 & echo $!"}}))
+	if err := json.Unmarshal(body, &res); code != 200 || err != nil || res.ExitCode != 0 {
+		t.Fatalf("start a background process: %d %s", code, body)
+	}
+	bgPID := strings.TrimSpace(res.Stdout)
+	if code, body = e.do("POST", base+"/pause", key, nil); code != 200 {
+		t.Fatalf("pause: %d %s", code, body)
+	}
+	hib := lifecycle.New(e.st, e.pool, nil, lifecycle.Config{HibernateAfter: time.Millisecond})
+	time.Sleep(5 * time.Millisecond)
+	if n, err := hib.Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("hibernate sweep changed %d (%v), want 1", n, err)
+	}
+	got, err = e.agent.c.GetSandbox(ctx, &pb.GetSandboxRequest{SandboxId: sb.ID})
+	if err != nil || got.GetSandbox().GetState() != pb.SandboxState_SANDBOX_STATE_HIBERNATED {
+		t.Fatalf("agent after the hibernate sweep: %v %v", got, err)
+	}
+	if code, body = e.do("POST", base+"/exec", key, jsonBody(api.ExecRequest{Cmd: "true"})); code != 409 {
+		t.Fatalf("exec while hibernated: %d %s", code, body)
+	}
+	if code, body = e.do("POST", base+"/resume", key, nil); code != 200 || !strings.Contains(string(body), `"status":"running"`) {
+		t.Fatalf("wake: %d %s", code, body)
+	}
+	code, body = e.do("POST", base+"/exec", key, jsonBody(api.ExecRequest{Cmd: "sh", Args: []string{"-c", "wc -c < /tmp/up.bin; kill -0 " + bgPID + " && echo alive"}}))
+	if err := json.Unmarshal(body, &res); code != 200 || err != nil || res.Stdout != "1200000\nalive\n" {
+		t.Fatalf("exec after hibernate and wake: %d %s", code, body)
+	}
+	// And by hand: hibernate a running sandbox through REST, wake it.
+	if code, body = e.do("POST", base+"/hibernate", key, nil); code != 200 || !strings.Contains(string(body), `"status":"hibernated"`) {
+		t.Fatalf("REST hibernate: %d %s", code, body)
+	}
+	if code, body = e.do("POST", base+"/resume", key, nil); code != 200 {
+		t.Fatalf("REST wake: %d %s", code, body)
+	}
+	code, body = e.do("POST", base+"/exec", key, jsonBody(api.ExecRequest{Cmd: "kill", Args: []string{"-0", bgPID}}))
+	if err := json.Unmarshal(body, &res); code != 200 || err != nil || res.ExitCode != 0 {
+		t.Fatalf("background process after REST hibernate and wake: %d %s", code, body)
 	}
 
 	if code, body = e.do("DELETE", base, key, nil); code != 204 {
