@@ -167,3 +167,51 @@ func BenchmarkCPCreate(b *testing.B) {
 		e.do("DELETE", "/v1/sandboxes/"+id, key, nil)
 	}
 }
+
+// BenchmarkCPHibernateWake measures, through REST on one real sandbox
+// with a file and a background process: pause, resume, hibernate (VM saved
+// to the agent's snapshot store and stopped) and wake (resume of a
+// hibernated sandbox, to the response), then the first exec after a wake.
+func BenchmarkCPHibernateWake(b *testing.B) {
+	e := newCPEnv(b)
+	key := e.key("bench", nil)
+	code, body := e.do("POST", "/v1/sandboxes", key, jsonBody(map[string]any{"template": "minimal", "memory_mb": 256}))
+	if code != 201 {
+		b.Fatalf("create: %d %s", code, body)
+	}
+	var sb api.SandboxView
+	if err := json.Unmarshal(body, &sb); err != nil {
+		b.Fatal(err)
+	}
+	base := "/v1/sandboxes/" + sb.ID
+	post := func(path string, body []byte) time.Duration {
+		t0 := time.Now()
+		code, out := e.do("POST", base+path, key, bytes.NewReader(body))
+		if code != 200 {
+			b.Fatalf("%s: %d %s", path, code, out)
+		}
+		return time.Since(t0)
+	}
+	echo, _ := json.Marshal(api.ExecRequest{Cmd: "true"})
+	setup, _ := json.Marshal(api.ExecRequest{Cmd: "sh", Args: []string{"-c", "head -c 1048576 /dev/urandom > /root/blob; sleep 99999 &"}})
+	post("/exec", setup)
+	var pause, resume, hib, wake, firstExec []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		pause = append(pause, post("/pause", nil))
+		resume = append(resume, post("/resume", nil))
+		hib = append(hib, post("/hibernate", nil))
+		wake = append(wake, post("/resume", nil))
+		firstExec = append(firstExec, post("/exec", echo))
+	}
+	b.StopTimer()
+	for _, m := range []struct {
+		name string
+		d    []time.Duration
+	}{{"pause", pause}, {"resume", resume}, {"hibernate", hib}, {"wake", wake}, {"exec-after-wake", firstExec}} {
+		slices.Sort(m.d)
+		b.ReportMetric(float64(pct(m.d, 50).Milliseconds()), m.name+"-p50-ms")
+		b.ReportMetric(float64(pct(m.d, 95).Milliseconds()), m.name+"-p95-ms")
+	}
+	e.do("DELETE", base, key, nil)
+}
