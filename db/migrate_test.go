@@ -107,6 +107,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 		name string
 		gone func() bool
 	}{
+		{"00006 sandboxes.running_since", func() bool { return !hasColumn("running_since") && hasColumn("op") }},
 		{"00005 sandboxes.op", func() bool { return !hasColumn("op") && !hasColumn("op_until") && hasColumn("network") }},
 		{"00004 sandboxes.network", func() bool { return !hasColumn("network") && len(tables(t, d.Pool)) == len(want) }},
 		{"00003 usage_outbox", func() bool {

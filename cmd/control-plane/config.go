@@ -25,6 +25,8 @@ type cpConfig struct {
 	MaxUploadBytes    int64           // CP_MAX_UPLOAD_BYTES, default 100 MiB
 	LifecycleInterval time.Duration   // CP_LIFECYCLE_INTERVAL, default 10s; 0 turns the lifecycle manager off
 	HibernateAfter    time.Duration   // CP_HIBERNATE_AFTER, default 1h; 0 never hibernates paused sandboxes
+	LagoURL           string          // LAGO_API_URL: usage events go there ("" = none are written)
+	LagoAPIKey        string          // LAGO_API_KEY
 	LogLevel          string          // CP_LOG_LEVEL
 	LogFormat         string          // CP_LOG_FORMAT: text | json
 }
@@ -42,6 +44,7 @@ func loadConfig(get func(string) string) (cpConfig, error) {
 		AgentServerName: str("CP_AGENT_SERVER_NAME", ""),
 		Scheduler:       str("CP_SCHEDULER", "least_loaded"), SchedulerHost: str("CP_SCHEDULER_HOST", ""),
 		LogLevel: str("CP_LOG_LEVEL", "info"), LogFormat: str("CP_LOG_FORMAT", "text"),
+		LagoURL: str("LAGO_API_URL", ""), LagoAPIKey: str("LAGO_API_KEY", ""),
 	}
 	var err error
 	if c.MigrateOnStart, err = strconv.ParseBool(str("CP_MIGRATE_ON_START", "false")); err != nil {

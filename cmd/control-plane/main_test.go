@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -53,7 +54,11 @@ func TestMigrateCommands(t *testing.T) {
 
 func TestKeysCreateAndServe(t *testing.T) {
 	db := pgtest.NewEmpty(t)
-	env := map[string]string{"DATABASE_URL": db.DSN, "CP_LISTEN_ADDR": "127.0.0.1:0", "CP_MIGRATE_ON_START": "true"}
+	// Lago cannot run here; a server that accepts its events API stands in.
+	lagoSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) }))
+	defer lagoSrv.Close()
+	env := map[string]string{"DATABASE_URL": db.DSN, "CP_LISTEN_ADDR": "127.0.0.1:0", "CP_MIGRATE_ON_START": "true",
+		"LAGO_API_URL": lagoSrv.URL, "LAGO_API_KEY": "k"}
 	cfg, err := loadConfig(envOf(env))
 	if err != nil {
 		t.Fatal(err)
@@ -111,11 +116,11 @@ func TestKeysCreateAndServe(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if strings.Contains(string(body), "wrenn_lifecycle_leader 1") {
+		if strings.Contains(string(body), "wrenn_lifecycle_leader 1") && strings.Contains(string(body), "wrenn_usage_events_pending 0") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the lifecycle manager never became leader (no wrenn_lifecycle_leader 1 on /metrics)")
+			t.Fatal("no wrenn_lifecycle_leader 1 and wrenn_usage_events_pending 0 on /metrics: lifecycle manager or usage sender not running")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -163,6 +168,9 @@ func TestLoadConfig(t *testing.T) {
 			return c.LifecycleInterval == 2*time.Second
 		}},
 		{"bad lifecycle", map[string]string{"DATABASE_URL": "x", "CP_LIFECYCLE_INTERVAL": "soon"}, true, nil},
+		{"lago", map[string]string{"DATABASE_URL": "x", "LAGO_API_URL": "http://lago:3000", "LAGO_API_KEY": "k"}, false, func(c cpConfig) bool {
+			return c.LagoURL == "http://lago:3000" && c.LagoAPIKey == "k"
+		}},
 		{"endpoints", map[string]string{"DATABASE_URL": "x", "CP_AGENT_ENDPOINTS": " a:1, ,b:2 "}, false, func(c cpConfig) bool {
 			return len(c.AgentEndpoints) == 2 && c.AgentEndpoints[1] == "b:2"
 		}},

@@ -17,6 +17,7 @@ import (
 	"github.com/wrenn-dev/wrenn-sandbox/internal/lifecycle"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/scheduler"
 	"github.com/wrenn-dev/wrenn-sandbox/internal/store"
+	lago "github.com/wrenn-dev/wrenn-sandbox/internal/usage"
 )
 
 // poolAgents adapts the agent pool to api.Agents.
@@ -61,6 +62,13 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 	if err != nil {
 		return err
 	}
+	var sender *lago.Sender
+	if cfg.LagoURL != "" {
+		if sender, err = lago.New(st, lago.Config{URL: cfg.LagoURL, APIKey: cfg.LagoAPIKey}, log); err != nil {
+			return fmt.Errorf("LAGO_API_URL: %w", err)
+		}
+		st.SetUsageEvents(true)
+	}
 	audit := st.NewAuditWriter(store.AuditOptions{})
 	activity := st.NewActivityRecorder(time.Second)
 	deps := api.Deps{Store: st, Agents: poolAgents{agents}, Scheduler: sched, Audit: audit, Activity: activity, Log: log}
@@ -70,6 +78,9 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 		deps.Collectors = append(deps.Collectors, lm.Collector())
 	} else {
 		log.Warn("CP_LIFECYCLE_INTERVAL=0: idle sandboxes are never paused, paused ones never hibernated")
+	}
+	if sender != nil {
+		deps.Collectors = append(deps.Collectors, sender.Collector())
 	}
 	srv, err := api.New(api.Config{MaxUploadBytes: cfg.MaxUploadBytes}, deps)
 	if err != nil {
@@ -83,7 +94,7 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 
 	bg, stopBG := context.WithCancel(context.Background())
 	var bgWG sync.WaitGroup
-	bgWG.Add(2)
+	bgWG.Add(3)
 	go func() {
 		defer bgWG.Done()
 		if len(cfg.AgentEndpoints) > 0 {
@@ -95,6 +106,12 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 		defer bgWG.Done()
 		if lm != nil {
 			lm.Run(bg)
+		}
+	}()
+	go func() {
+		defer bgWG.Done()
+		if sender != nil {
+			sender.Run(bg)
 		}
 	}()
 	errc := make(chan error, 1)

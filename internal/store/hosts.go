@@ -181,15 +181,39 @@ func (s *Store) MarkGoneHosts(ctx context.Context, unhealthyFor time.Duration) (
 func (s *Store) FailHostSandboxes(ctx context.Context, hostID, reason string) ([]string, error) {
 	var ids []string
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		// The runs that end here are billed up to the host's last
+		// heartbeat: nothing is known to have run after it.
 		rows, err := tx.Query(ctx, `
-			UPDATE sandboxes SET status = 'error', error_reason = $2, updated_at = now()
-			 WHERE host_id = $1 AND status NOT IN ('stopped', 'error')
-			RETURNING id`, hostID, reason)
+			UPDATE sandboxes SET status = 'error', error_reason = $2, updated_at = now(),
+			       running_since = NULL, op = NULL, op_until = NULL
+			  FROM (SELECT id AS old_id, running_since AS old_since FROM sandboxes
+			         WHERE host_id = $1 AND status NOT IN ('stopped', 'error') FOR UPDATE) old
+			 WHERE id = old.old_id
+			RETURNING `+sandboxCols+`, old.old_since,
+			          least(now(), coalesce((SELECT last_heartbeat FROM hosts WHERE id = $1), now()))`, hostID, reason)
 		if err != nil {
 			return dbErr("fail host sandboxes", err)
 		}
-		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
+		var events []OutboxEvent
+		for rows.Next() {
+			var since *time.Time
+			var end time.Time
+			sb, err := scanSandbox(rows, &since, &end)
+			if err != nil {
+				rows.Close()
+				return dbErr("fail host sandboxes", err)
+			}
+			ids = append(ids, sb.ID)
+			if s.usage && since != nil {
+				ev, err := runtimeEvent(sb, *since, end) // an end before since bills 0 s
+				if err != nil {
+					rows.Close()
+					return err
+				}
+				events = append(events, ev)
+			}
+		}
+		if err := rows.Err(); err != nil {
 			return dbErr("fail host sandboxes", err)
 		}
 		for _, id := range ids {
@@ -197,7 +221,7 @@ func (s *Store) FailHostSandboxes(ctx context.Context, hostID, reason string) ([
 				return err
 			}
 		}
-		return nil
+		return EnqueueOutbox(ctx, tx, events...)
 	})
 	if err != nil {
 		return nil, err

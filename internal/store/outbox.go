@@ -89,3 +89,10 @@ func (s *Store) MarkOutboxFailed(ctx context.Context, id int64, cause string, re
 		 WHERE id = $1 AND sent_at IS NULL`, id, cause, retryAfter.Microseconds())
 	return dbErr(fmt.Sprintf("mark outbox %d failed", id), err)
 }
+
+// OutboxPending counts the events not delivered yet.
+func (s *Store) OutboxPending(ctx context.Context) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM usage_outbox WHERE sent_at IS NULL`).Scan(&n)
+	return n, dbErr("count outbox", err)
+}

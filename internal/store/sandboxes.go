@@ -46,14 +46,16 @@ const sandboxCols = `id, owner_id, api_key_id, coalesce(host_id, ''), template, 
 	coalesce(error_reason, ''), metadata, network, created_at, updated_at,
 	started_at, paused_at, stopped_at, last_active_at`
 
-func scanSandbox(row pgx.Row) (Sandbox, error) {
+// scanSandbox scans sandboxCols, then any extra columns into extra.
+func scanSandbox(row pgx.Row, extra ...any) (Sandbox, error) {
 	var sb Sandbox
 	var started, paused, stopped, active *time.Time
-	err := row.Scan(&sb.ID, &sb.OwnerID, &sb.APIKeyID, &sb.HostID, &sb.Template, &sb.Status,
+	dest := []any{&sb.ID, &sb.OwnerID, &sb.APIKeyID, &sb.HostID, &sb.Template, &sb.Status,
 		&sb.VCPUs, &sb.MemoryMB, &sb.DiskMB, &sb.TimeoutSec, &sb.GuestIP, &sb.VsockCID,
 		&sb.SnapshotPath, &sb.HibernateLocation, &sb.EnvdTokenHash,
 		&sb.Error, &sb.Metadata, &sb.Network, &sb.CreatedAt, &sb.UpdatedAt,
-		&started, &paused, &stopped, &active)
+		&started, &paused, &stopped, &active}
+	err := row.Scan(append(dest, extra...)...)
 	if err != nil {
 		return Sandbox{}, err
 	}
@@ -218,6 +220,11 @@ func (s *Store) Transition(ctx context.Context, tr Transition) (Sandbox, error) 
 	var sb Sandbox
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
+		// old is the row before the change (locked by the subquery), for
+		// the usage event of a run that ends here.
+		var oldStatus models.SandboxStatus
+		var runSince *time.Time
+		var at time.Time
 		sb, err = scanSandbox(tx.QueryRow(ctx, `
 			UPDATE sandboxes SET
 			       status = $2,
@@ -236,11 +243,15 @@ func (s *Store) Transition(ctx context.Context, tr Transition) (Sandbox, error) 
 			                           WHEN 'running' THEN NULL
 			                           ELSE paused_at END,
 			       stopped_at = CASE WHEN $2 = 'stopped' THEN now() ELSE stopped_at END,
+			       running_since = CASE WHEN $2 = 'running' THEN coalesce(old.old_since, now()) ELSE NULL END,
 			       op = NULL, op_until = NULL
-			 WHERE id = $1 AND status = ANY($3) AND ($4 = '' OR owner_id = $4)
-			RETURNING `+sandboxCols,
+			  FROM (SELECT id AS old_id, status AS old_status, running_since AS old_since
+			          FROM sandboxes WHERE id = $1 FOR UPDATE) old
+			 WHERE id = old.old_id AND status = ANY($3) AND ($4 = '' OR owner_id = $4)
+			RETURNING `+sandboxCols+`, old.old_status, old.old_since, now()`,
 			tr.ID, tr.To, statusStrings(from), tr.OwnerID,
-			p.HostID, p.GuestIP, p.VsockCID, p.SnapshotPath, p.HibernateLocation, p.ErrorReason, p.EnvdTokenHash))
+			p.HostID, p.GuestIP, p.VsockCID, p.SnapshotPath, p.HibernateLocation, p.ErrorReason, p.EnvdTokenHash),
+			&oldStatus, &runSince, &at)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s.whyNoTransition(ctx, tx, tr)
 		}
@@ -252,7 +263,15 @@ func (s *Store) Transition(ctx context.Context, tr Transition) (Sandbox, error) 
 				return err
 			}
 		}
-		return EnqueueOutbox(ctx, tx, tr.Outbox...)
+		events := tr.Outbox
+		if s.usage && oldStatus == models.StatusRunning && tr.To != models.StatusRunning && runSince != nil {
+			ev, err := runtimeEvent(sb, *runSince, at)
+			if err != nil {
+				return err
+			}
+			events = append(events, ev)
+		}
+		return EnqueueOutbox(ctx, tx, events...)
 	})
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("transition %s to %s: %w", tr.ID, tr.To, err)

@@ -26,6 +26,7 @@ type Store struct {
 	pool    *pgxpool.Pool
 	log     *slog.Logger
 	ownPool bool
+	usage   bool // enqueue usage events (SetUsageEvents)
 }
 
 // New wraps an existing pool.

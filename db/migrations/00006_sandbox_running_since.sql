@@ -1,0 +1,9 @@
+-- When the sandbox's current run began (NULL unless running): the usage
+-- event written when the run ends bills the time since.
+
+-- +goose Up
+ALTER TABLE sandboxes ADD COLUMN running_since TIMESTAMPTZ;
+UPDATE sandboxes SET running_since = coalesce(last_active_at, started_at, now()) WHERE status = 'running';
+
+-- +goose Down
+ALTER TABLE sandboxes DROP COLUMN running_since;

@@ -1,0 +1,62 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// UsageEventCode is the Lago billable metric code of runtime events.
+const UsageEventCode = "sandbox_runtime"
+
+// SetUsageEvents turns usage events on: from then on, every transition
+// that ends a sandbox's run (running to paused, hibernated, stopped or
+// error) enqueues a runtime event in the same transaction (see
+// runtimeEvent). Off by default: without a Lago to send them to they would
+// only pile up. Call it before the store is used.
+func (s *Store) SetUsageEvents(on bool) { s.usage = on }
+
+// UsageEvent is the body of one Lago event (POST /api/v1/events, or one
+// element of /api/v1/events/batch).
+type UsageEvent struct {
+	TransactionID          string          `json:"transaction_id"`
+	ExternalSubscriptionID string          `json:"external_subscription_id"`
+	Code                   string          `json:"code"`
+	Timestamp              int64           `json:"timestamp"` // Unix seconds of the end of the run
+	Properties             UsageProperties `json:"properties"`
+}
+
+// UsageProperties describe one run of a sandbox.
+type UsageProperties struct {
+	SandboxID   string  `json:"sandbox_id"`
+	Template    string  `json:"template"`
+	HostID      string  `json:"host_id,omitempty"`
+	Seconds     float64 `json:"seconds"`
+	VCPUs       int     `json:"vcpus"`
+	MemoryMB    int     `json:"memory_mb"`
+	VCPUSeconds float64 `json:"vcpu_seconds"`
+	GBSeconds   float64 `json:"gb_seconds"` // memory in GiB times seconds
+}
+
+// runtimeEvent bills sb's run from since to end. The transaction ID is
+// the sandbox and the run's start, so a retried transition or delivery
+// can never bill one run twice. The subscription is the owner.
+func runtimeEvent(sb Sandbox, since, end time.Time) (OutboxEvent, error) {
+	secs := max(end.Sub(since).Seconds(), 0)
+	ev := UsageEvent{
+		TransactionID:          fmt.Sprintf("%s-run-%d", sb.ID, since.UnixMicro()),
+		ExternalSubscriptionID: sb.OwnerID,
+		Code:                   UsageEventCode,
+		Timestamp:              end.Unix(),
+		Properties: UsageProperties{
+			SandboxID: sb.ID, Template: sb.Template, HostID: sb.HostID, Seconds: secs,
+			VCPUs: sb.VCPUs, MemoryMB: sb.MemoryMB,
+			VCPUSeconds: secs * float64(sb.VCPUs), GBSeconds: secs * float64(sb.MemoryMB) / 1024,
+		},
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return OutboxEvent{}, err
+	}
+	return OutboxEvent{TransactionID: ev.TransactionID, Payload: b}, nil
+}
