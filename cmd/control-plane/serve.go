@@ -74,7 +74,11 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 	deps := api.Deps{Store: st, Agents: poolAgents{agents}, Scheduler: sched, Audit: audit, Activity: activity, Log: log}
 	var lm *lifecycle.Manager
 	if cfg.LifecycleInterval > 0 {
-		lm = lifecycle.New(st, agents, log, lifecycle.Config{Interval: cfg.LifecycleInterval, HibernateAfter: cfg.HibernateAfter})
+		lcfg := lifecycle.Config{Interval: cfg.LifecycleInterval, HibernateAfter: cfg.HibernateAfter}
+		if sender != nil {
+			lcfg.UsageCheckpoint = time.Hour // runs are billed at least hourly
+		}
+		lm = lifecycle.New(st, agents, log, lcfg)
 		deps.Collectors = append(deps.Collectors, lm.Collector())
 	} else {
 		log.Warn("CP_LIFECYCLE_INTERVAL=0: idle sandboxes are never paused, paused ones never hibernated")

@@ -43,6 +43,9 @@ type Config struct {
 	// HibernateAfter is how long a sandbox stays paused before it is
 	// hibernated; 0 never hibernates.
 	HibernateAfter time.Duration
+	// UsageCheckpoint bills the unbilled part of runs longer than this
+	// (store.CheckpointRuns); 0 bills runs only when they end.
+	UsageCheckpoint time.Duration
 }
 
 func (c *Config) defaults() {
@@ -153,9 +156,10 @@ func (m *Manager) lead(ctx context.Context) error {
 	}
 }
 
-// Sweep pauses the running sandboxes that are idle past their timeout and
-// hibernates those paused for longer than HibernateAfter, up to Batch of
-// each, and returns how many it changed. An operation that fails is
+// Sweep pauses the running sandboxes that are idle past their timeout,
+// bills the long runs (UsageCheckpoint) and hibernates the sandboxes
+// paused for longer than HibernateAfter, up to Batch of each, and returns
+// how many it paused or hibernated. An operation that fails is
 // logged, counted and tried again on the next sweep; a sandbox that a user
 // is changing at the same moment, or that became active, is skipped.
 // Sweep does not check leadership; Run calls it only while leader.
@@ -174,6 +178,11 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 			func(ctx context.Context) (store.SandboxPatch, error) {
 				return store.SandboxPatch{}, m.agents.PauseSandbox(ctx, sb.HostID, sb.ID)
 			})
+	}
+	if m.cfg.UsageCheckpoint > 0 {
+		if _, err := m.st.CheckpointRuns(ctx, m.cfg.UsageCheckpoint, m.cfg.Batch); err != nil {
+			m.log.Warn("usage checkpoint", "err", err)
+		}
 	}
 	if m.cfg.HibernateAfter <= 0 {
 		return n, nil

@@ -307,3 +307,30 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestSweepBillsLongRuns(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.st.SetUsageEvents(true)
+	id := e.running(hostA, 0, 0)
+	if _, err := e.st.Pool().Exec(ctx, `UPDATE sandboxes SET running_since = now() - interval '2 hours' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testlog.Writer(t), nil))
+	for _, cp := range []time.Duration{0, time.Hour} {
+		m := lifecycle.New(e.st, newFakeAgents(), log, lifecycle.Config{UsageCheckpoint: cp})
+		if _, err := m.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n, err := e.st.OutboxPending(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[time.Duration]int{0: 0, time.Hour: 1}[cp]; n != want {
+			t.Errorf("UsageCheckpoint %v: %d events, want %d", cp, n, want)
+		}
+	}
+	if e.status(id) != models.StatusRunning {
+		t.Errorf("a checkpoint changed the status to %s", e.status(id))
+	}
+}

@@ -1,9 +1,12 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // UsageEventCode is the Lago billable metric code of runtime events.
@@ -59,4 +62,53 @@ func runtimeEvent(sb Sandbox, since, end time.Time) (OutboxEvent, error) {
 		return OutboxEvent{}, err
 	}
 	return OutboxEvent{TransactionID: ev.TransactionID, Payload: b}, nil
+}
+
+// CheckpointRuns bills the part of every run longer than olderThan that
+// has not been billed yet: it writes the runtime event up to now and
+// restarts running_since at now, in one transaction, for up to limit
+// sandboxes. Without it a sandbox that runs for days would be billed only
+// when it stops. It returns how many runs it split; with usage events off
+// it does nothing.
+func (s *Store) CheckpointRuns(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
+	if !s.usage {
+		return 0, nil
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	n := 0
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			UPDATE sandboxes SET running_since = now()
+			  FROM (SELECT id AS old_id, running_since AS old_since FROM sandboxes
+			         WHERE status = 'running' AND running_since <= now() - make_interval(secs => $1)
+			         ORDER BY running_since LIMIT $2 FOR UPDATE SKIP LOCKED) old
+			 WHERE id = old.old_id
+			RETURNING `+sandboxCols+`, old.old_since, now()`, olderThan.Seconds(), limit)
+		if err != nil {
+			return dbErr("checkpoint runs", err)
+		}
+		var events []OutboxEvent
+		for rows.Next() {
+			var since, end time.Time
+			sb, err := scanSandbox(rows, &since, &end)
+			if err != nil {
+				rows.Close()
+				return dbErr("checkpoint runs", err)
+			}
+			ev, err := runtimeEvent(sb, since, end)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			events = append(events, ev)
+		}
+		if err := rows.Err(); err != nil {
+			return dbErr("checkpoint runs", err)
+		}
+		n = len(events)
+		return EnqueueOutbox(ctx, tx, events...)
+	})
+	return n, err
 }

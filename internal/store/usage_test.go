@@ -108,3 +108,46 @@ func TestRuntimeUsageOfAGoneHost(t *testing.T) {
 		t.Errorf("billed %.1f s, want the 300 s up to the last heartbeat", s)
 	}
 }
+
+// A long run is billed in pieces that add up to the whole.
+func TestCheckpointRuns(t *testing.T) {
+	ctx := context.Background()
+	s, d := newStore(t)
+	k := mkKey(t, s, "alice", bigPool)
+	long := mkRunning(t, s, k, 0, 0)
+	mkRunning(t, s, k, 0, 0) // a short run: not billed yet
+	if _, err := d.Pool.Exec(ctx, `UPDATE sandboxes SET running_since = now() - interval '2 hours' WHERE id = $1`, long.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.CheckpointRuns(ctx, time.Hour, 0); n != 0 || err != nil {
+		t.Fatalf("with usage off: %d %v", n, err)
+	}
+	s.SetUsageEvents(true)
+	if n, err := s.CheckpointRuns(ctx, time.Hour, 0); n != 1 || err != nil {
+		t.Fatalf("checkpoint: %d %v, want 1 (only the long run)", n, err)
+	}
+	if n, err := s.CheckpointRuns(ctx, time.Hour, 0); n != 0 || err != nil {
+		t.Fatalf("second checkpoint: %d %v, want 0 (just billed)", n, err)
+	}
+	if _, err := s.MarkStopped(ctx, store.AdminScope, long.ID); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := s.ClaimOutbox(ctx, 10, time.Minute)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("%d events (%v), want the checkpoint and the rest of the run", len(msgs), err)
+	}
+	var total float64
+	txs := map[string]bool{}
+	for _, m := range msgs {
+		var ev store.UsageEvent
+		if err := json.Unmarshal(m.Payload, &ev); err != nil || ev.Properties.SandboxID != long.ID {
+			t.Fatalf("event %s (%v)", m.Payload, err)
+		}
+		total += ev.Properties.Seconds
+		txs[ev.TransactionID] = true
+	}
+	if len(txs) != 2 || total < 7199 || total > 7210 {
+		t.Errorf("pieces bill %.1f s under %d transaction ids, want 7200 s under 2", total, len(txs))
+	}
+
+}
