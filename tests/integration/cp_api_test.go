@@ -119,6 +119,20 @@ func (e *cpEnv) do(method, path, key string, body io.Reader, hdr ...string) (int
 	return res.StatusCode, b
 }
 
+// create makes a sandbox through REST and returns it once running.
+func (e *cpEnv) create(key string, body map[string]any) api.SandboxView {
+	e.t.Helper()
+	code, out := e.do("POST", "/v1/sandboxes", key, jsonBody(body))
+	if code != 201 {
+		e.t.Fatalf("create: %d %s", code, out)
+	}
+	var sb api.SandboxView
+	if err := json.Unmarshal(out, &sb); err != nil {
+		e.t.Fatal(err)
+	}
+	return sb
+}
+
 func jsonBody(v any) io.Reader {
 	b, _ := json.Marshal(v)
 	return bytes.NewReader(b)

@@ -23,14 +23,7 @@ import (
 func BenchmarkCPExec(b *testing.B) {
 	e := newCPEnv(b)
 	key := e.key("bench", nil)
-	code, body := e.do("POST", "/v1/sandboxes", key, jsonBody(map[string]any{"template": "minimal", "memory_mb": 256}))
-	if code != 201 {
-		b.Fatalf("create: %d %s", code, body)
-	}
-	var sb api.SandboxView
-	if err := json.Unmarshal(body, &sb); err != nil {
-		b.Fatal(err)
-	}
+	sb := e.create(key, map[string]any{"template": "minimal", "memory_mb": 256})
 	ctx := context.Background()
 	m := e.agent.agent.Manager()
 	execBody := func() []byte { b, _ := json.Marshal(api.ExecRequest{Cmd: "true"}); return b }()
@@ -175,14 +168,7 @@ func BenchmarkCPCreate(b *testing.B) {
 func BenchmarkCPHibernateWake(b *testing.B) {
 	e := newCPEnv(b)
 	key := e.key("bench", nil)
-	code, body := e.do("POST", "/v1/sandboxes", key, jsonBody(map[string]any{"template": "minimal", "memory_mb": 256}))
-	if code != 201 {
-		b.Fatalf("create: %d %s", code, body)
-	}
-	var sb api.SandboxView
-	if err := json.Unmarshal(body, &sb); err != nil {
-		b.Fatal(err)
-	}
+	sb := e.create(key, map[string]any{"template": "minimal", "memory_mb": 256})
 	base := "/v1/sandboxes/" + sb.ID
 	post := func(path string, body []byte) time.Duration {
 		t0 := time.Now()

@@ -18,14 +18,7 @@ import (
 func TestCPTerminalRealAgent(t *testing.T) {
 	e := newCPEnv(t)
 	key := e.key("alice", nil)
-	code, body := e.do("POST", "/v1/sandboxes", key, jsonBody(map[string]any{"template": "minimal", "memory_mb": 256}))
-	if code != 201 {
-		t.Fatalf("create: %d %s", code, body)
-	}
-	var sb api.SandboxView
-	if err := json.Unmarshal(body, &sb); err != nil {
-		t.Fatal(err)
-	}
+	sb := e.create(key, map[string]any{"template": "minimal", "memory_mb": 256})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	url := "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/v1/sandboxes/" + sb.ID + "/terminal?cols=100&rows=30"
