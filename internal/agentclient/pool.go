@@ -17,8 +17,8 @@ import (
 type Registrar interface {
 	UpsertHost(ctx context.Context, r store.HostRegistration) (store.Host, error)
 	MarkStaleHosts(ctx context.Context, olderThan time.Duration) ([]string, error)
-	MarkGoneHosts(ctx context.Context, unhealthyFor time.Duration) ([]string, error)
-	FailHostSandboxes(ctx context.Context, hostID, reason string) ([]string, error)
+	// MarkGoneHosts also fails the sandboxes of the hosts it marks.
+	MarkGoneHosts(ctx context.Context, unhealthyFor time.Duration) ([]store.GoneHost, error)
 }
 
 // Heartbeats tunes Run; zero values take the defaults.
@@ -206,12 +206,7 @@ func (p *Pool) round(ctx context.Context, endpoints []string, hb Heartbeats, eps
 		return
 	}
 	for _, h := range gone {
-		ids, err := p.reg.FailHostSandboxes(ctx, h, fmt.Sprintf("host %s stopped answering", h))
-		if err != nil {
-			p.log.Error("fail sandboxes of gone host", "host_id", h, "err", err)
-			continue
-		}
-		p.log.Warn("host gone", "host_id", h, "failed_sandboxes", len(ids))
+		p.log.Warn("host gone", "host_id", h.ID, "failed_sandboxes", len(h.Sandboxes))
 	}
 }
 

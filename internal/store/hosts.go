@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -164,15 +165,46 @@ func (s *Store) MarkStaleHosts(ctx context.Context, olderThan time.Duration) ([]
 		RETURNING id`, olderThan.Microseconds())
 }
 
+// GoneHost is a host MarkGoneHosts declared gone, with the sandboxes it
+// moved to error.
+type GoneHost struct {
+	ID        string
+	Sandboxes []string
+}
+
 // MarkGoneHosts marks gone every host unhealthy for longer than
-// unhealthyFor, and returns their IDs. Fail their sandboxes next
-// (FailHostSandboxes).
-func (s *Store) MarkGoneHosts(ctx context.Context, unhealthyFor time.Duration) ([]string, error) {
-	return s.collectIDs(ctx, "mark gone hosts", `
-		UPDATE hosts SET status = 'gone', status_changed_at = now()
-		 WHERE status = 'unhealthy'
-		   AND status_changed_at < now() - $1::bigint * interval '1 microsecond'
-		RETURNING id`, unhealthyFor.Microseconds())
+// unhealthyFor and, in the same transaction, moves every sandbox on it
+// that is not stopped or in error to error ("host X stopped answering"),
+// releasing their reservations: a crash in between cannot leave sandboxes
+// on a gone host. It returns what it did.
+func (s *Store) MarkGoneHosts(ctx context.Context, unhealthyFor time.Duration) ([]GoneHost, error) {
+	var out []GoneHost
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			UPDATE hosts SET status = 'gone', status_changed_at = now()
+			 WHERE status = 'unhealthy'
+			   AND status_changed_at < now() - $1::bigint * interval '1 microsecond'
+			RETURNING id`, unhealthyFor.Microseconds())
+		if err != nil {
+			return dbErr("mark gone hosts", err)
+		}
+		hosts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return dbErr("mark gone hosts", err)
+		}
+		for _, h := range hosts {
+			ids, err := s.failHostSandboxes(ctx, tx, h, fmt.Sprintf("host %s stopped answering", h))
+			if err != nil {
+				return err
+			}
+			out = append(out, GoneHost{ID: h, Sandboxes: ids})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // FailHostSandboxes moves every sandbox on host that is not stopped or in
@@ -181,52 +213,59 @@ func (s *Store) MarkGoneHosts(ctx context.Context, unhealthyFor time.Duration) (
 func (s *Store) FailHostSandboxes(ctx context.Context, hostID, reason string) ([]string, error) {
 	var ids []string
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
-		// The runs that end here are billed up to the host's last
-		// heartbeat: nothing is known to have run after it.
-		rows, err := tx.Query(ctx, `
-			UPDATE sandboxes SET status = 'error', error_reason = $2, updated_at = now(),
-			       running_since = NULL, op = NULL, op_until = NULL
-			  FROM (SELECT id AS old_id, running_since AS old_since FROM sandboxes
-			         WHERE host_id = $1 AND status NOT IN ('stopped', 'error') FOR UPDATE) old
-			 WHERE id = old.old_id
-			RETURNING `+sandboxCols+`, old.old_since,
-			          least(now(), coalesce((SELECT last_heartbeat FROM hosts WHERE id = $1), now()))`, hostID, reason)
-		if err != nil {
-			return dbErr("fail host sandboxes", err)
-		}
-		var events []OutboxEvent
-		for rows.Next() {
-			var since *time.Time
-			var end time.Time
-			sb, err := scanSandbox(rows, &since, &end)
-			if err != nil {
-				rows.Close()
-				return dbErr("fail host sandboxes", err)
-			}
-			ids = append(ids, sb.ID)
-			if s.usage && since != nil {
-				ev, err := runtimeEvent(sb, *since, end) // an end before since bills 0 s
-				if err != nil {
-					rows.Close()
-					return err
-				}
-				events = append(events, ev)
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return dbErr("fail host sandboxes", err)
-		}
-		for _, id := range ids {
-			if _, err := release(ctx, tx, id); err != nil {
-				return err
-			}
-		}
-		return EnqueueOutbox(ctx, tx, events...)
+		var err error
+		ids, err = s.failHostSandboxes(ctx, tx, hostID, reason)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return ids, nil
+}
+
+func (s *Store) failHostSandboxes(ctx context.Context, tx pgx.Tx, hostID, reason string) ([]string, error) {
+	var ids []string
+	// The runs that end here are billed up to the host's last
+	// heartbeat: nothing is known to have run after it.
+	rows, err := tx.Query(ctx, `
+		UPDATE sandboxes SET status = 'error', error_reason = $2, updated_at = now(),
+		       running_since = NULL, op = NULL, op_until = NULL
+		  FROM (SELECT id AS old_id, running_since AS old_since FROM sandboxes
+		         WHERE host_id = $1 AND status NOT IN ('stopped', 'error') FOR UPDATE) old
+		 WHERE id = old.old_id
+		RETURNING `+sandboxCols+`, old.old_since,
+		          least(now(), coalesce((SELECT last_heartbeat FROM hosts WHERE id = $1), now()))`, hostID, reason)
+	if err != nil {
+		return nil, dbErr("fail host sandboxes", err)
+	}
+	var events []OutboxEvent
+	for rows.Next() {
+		var since *time.Time
+		var end time.Time
+		sb, err := scanSandbox(rows, &since, &end)
+		if err != nil {
+			rows.Close()
+			return nil, dbErr("fail host sandboxes", err)
+		}
+		ids = append(ids, sb.ID)
+		if s.usage && since != nil {
+			ev, err := runtimeEvent(sb, *since, end) // an end before since bills 0 s
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			events = append(events, ev)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbErr("fail host sandboxes", err)
+	}
+	for _, id := range ids {
+		if _, err := release(ctx, tx, id); err != nil {
+			return nil, err
+		}
+	}
+	return ids, EnqueueOutbox(ctx, tx, events...)
 }
 
 // HostCandidates returns the healthy hosts that fit need, most free

@@ -85,8 +85,8 @@ func TestHostRegisterAndHeartbeat(t *testing.T) {
 	if _, err := d.Pool.Exec(ctx, `UPDATE hosts SET status_changed_at = now() - interval '2 minutes' WHERE id = 'h1'`); err != nil {
 		t.Fatal(err)
 	}
-	if gone, err := s.MarkGoneHosts(ctx, time.Minute); err != nil || !slices.Equal(gone, []string{"h1"}) {
-		t.Errorf("gone = %v, %v", gone, err)
+	if gone, err := s.MarkGoneHosts(ctx, time.Minute); err != nil || len(gone) != 1 || gone[0].ID != "h1" || len(gone[0].Sandboxes) != 0 {
+		t.Errorf("gone = %+v, %v", gone, err)
 	}
 	h, err = s.Heartbeat(ctx, "h1", c)
 	if err != nil || h.Status != models.HostHealthy {
@@ -112,7 +112,7 @@ func TestHostRegisterAndHeartbeat(t *testing.T) {
 
 func TestFailHostSandboxes(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
+	s, d := newStore(t)
 	k := mkKey(t, s, "alice", store.Pool{VCPUs: 10, MemoryMB: 10000, StorageMB: 0})
 	for _, h := range []string{"h1", "h2"} {
 		if _, err := s.UpsertHost(ctx, store.HostRegistration{ID: h, GRPCEndpoint: "127.0.0.1:1", Capacity: capOf(8, 8192)}); err != nil {
@@ -149,6 +149,17 @@ func TestFailHostSandboxes(t *testing.T) {
 	}
 	if ids, _ := s.FailHostSandboxes(ctx, "h1", "again"); len(ids) != 0 {
 		t.Errorf("second fail touched %v", ids)
+	}
+	// Declaring a host gone fails its sandboxes in the same transaction.
+	if _, err := d.Pool.Exec(ctx, `UPDATE hosts SET status = 'unhealthy', status_changed_at = now() - interval '1 hour' WHERE id = 'h2'`); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.MarkGoneHosts(ctx, time.Minute)
+	if err != nil || len(gone) != 1 || gone[0].ID != "h2" || !slices.Equal(gone[0].Sandboxes, []string{other.ID}) {
+		t.Fatalf("gone %+v, %v", gone, err)
+	}
+	if sb, _ := s.GetSandbox(ctx, store.AdminScope, other.ID); sb.Status != models.StatusError || sb.Error != "host h2 stopped answering" {
+		t.Errorf("sandbox of the gone host: %s %q", sb.Status, sb.Error)
 	}
 	if drift, _ := s.CheckPools(ctx); len(drift) != 0 {
 		t.Errorf("drift %+v", drift)
