@@ -232,7 +232,12 @@ func TestRecoverReleasesInterruptedAndReattachesLive(t *testing.T) {
 	// A directory without a record.
 	os.MkdirAll(r.state.Dir("sb-00000004")+"/run", 0o700)
 
-	// A new manager on the same state and backends: the restarted agent.
+	// The old agent shuts down (its VMs keep running), then a new manager
+	// on the same state and backends: the restarted agent. Without Close
+	// the old manager's watcher would still see sb-00000001 as its VM and,
+	// when m2 destroys it below, write an error record into the directory
+	// m2 is removing.
+	r.m.Close()
 	m2, err := New(r.m.cfg)
 	if err != nil {
 		t.Fatal(err)
