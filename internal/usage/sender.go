@@ -4,8 +4,11 @@
 // store.SetUsageEvents); the sender claims due events with a lease (so
 // several control planes may run it), posts them in batches, and marks
 // them sent, or failed with a backoff that grows with each attempt.
-// Nothing is lost while Lago is down, and Lago's transaction_id makes a
-// redelivery harmless.
+// Nothing is lost while Lago is down. A batch Lago refuses (it validates
+// batches as a whole, and refuses a transaction_id it already has, as
+// after a delivery whose answer was lost) is retried event by event, and an
+// event Lago already has counts as delivered, so a redelivery never bills
+// twice and never blocks the events batched with it.
 package usage
 
 import (
@@ -69,7 +72,8 @@ func (c *Config) defaults() {
 type Sender struct {
 	st       *store.Store
 	cfg      Config
-	endpoint string
+	batchURL string // POST /api/v1/events/batch
+	eventURL string // POST /api/v1/events
 	log      *slog.Logger
 
 	sent, failed atomic.Uint64
@@ -85,7 +89,8 @@ func New(st *store.Store, cfg Config, log *slog.Logger) (*Sender, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Sender{st: st, cfg: cfg, endpoint: u.String() + "/api/v1/events/batch", log: log.With("component", "usage")}, nil
+	return &Sender{st: st, cfg: cfg, batchURL: u.String() + "/api/v1/events/batch", eventURL: u.String() + "/api/v1/events",
+		log: log.With("component", "usage")}, nil
 }
 
 // Run delivers until ctx ends: a full batch is followed at once by the
@@ -119,10 +124,17 @@ func (s *Sender) Flush(ctx context.Context) (int, error) {
 	for i, m := range msgs {
 		events[i] = m.Payload
 	}
-	perr := s.post(ctx, events)
+	perr := s.post(ctx, s.batchURL, map[string]any{"events": events})
 	// Record the outcome even if ctx ended meanwhile.
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	var refused *refusedError
+	if perr != nil && len(msgs) > 1 && errors.As(perr, &refused) {
+		// Lago validates a batch as a whole: one event it refuses (often
+		// one it already has, from a batch whose answer was lost) sinks
+		// the rest. Send them one by one so each gets its own verdict.
+		return s.oneByOne(ctx, mctx, msgs)
+	}
 	if perr != nil {
 		s.failed.Add(uint64(len(msgs)))
 		var errs []error
@@ -143,6 +155,37 @@ func (s *Sender) Flush(ctx context.Context) (int, error) {
 	return len(msgs), errors.Join(errs...)
 }
 
+// oneByOne posts each event on its own (POST /api/v1/events). An event
+// Lago already has (422 value_already_exist on its transaction_id) counts
+// as delivered: that is the redelivery Lago's idempotency key is for.
+func (s *Sender) oneByOne(ctx, mctx context.Context, msgs []store.OutboxMessage) (int, error) {
+	n := 0
+	var errs []error
+	for _, m := range msgs {
+		err := s.post(ctx, s.eventURL, map[string]any{"event": m.Payload})
+		var refused *refusedError
+		if errors.As(err, &refused) && refused.status == http.StatusUnprocessableEntity &&
+			strings.Contains(refused.body, "value_already_exist") {
+			err = nil
+		}
+		if err != nil {
+			s.failed.Add(1)
+			errs = append(errs, fmt.Errorf("event %s: %w", m.TransactionID, err))
+			if merr := s.st.MarkOutboxFailed(mctx, m.ID, truncate(err.Error(), 500), s.retryAfter(err, m.Attempts)); merr != nil {
+				errs = append(errs, merr)
+			}
+			continue
+		}
+		if merr := s.st.MarkOutboxSent(mctx, m.ID); merr != nil {
+			errs = append(errs, merr)
+			continue
+		}
+		s.sent.Add(1)
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
 // refusedError is Lago refusing the events themselves (4xx other than
 // 401/403/429): sending them again soon would be refused again.
 type refusedError struct {
@@ -154,12 +197,12 @@ func (e *refusedError) Error() string {
 	return fmt.Sprintf("lago refused the events: %d %s", e.status, e.body)
 }
 
-func (s *Sender) post(ctx context.Context, events []json.RawMessage) error {
-	body, err := json.Marshal(map[string]any{"events": events})
+func (s *Sender) post(ctx context.Context, url string, v any) error {
+	body, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -23,47 +23,87 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // lago stands in for Lago's events API (Lago itself cannot run here): it
-// checks the request the way Lago does (Bearer key, a JSON body of
-// events with the required fields) and answers with the queued statuses,
-// then 200.
+// checks requests the way Lago does (Bearer key, events with the required
+// fields), keeps each transaction_id once and refuses one it already has
+// (422 value_already_exist; a batch is refused whole), and answers with
+// the queued statuses first. A queued lostAnswer stores the events but
+// answers 504, as when Lago commits and the answer is lost.
 type lago struct {
 	t    *testing.T
 	mu   sync.Mutex
 	next []int
 	got  []store.UsageEvent
+	have map[string]bool
 	reqs int
 }
+
+const lostAnswer = -1
 
 func (l *lago) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.reqs++
-	if r.Method != http.MethodPost || r.URL.Path != "/api/v1/events/batch" || r.Header.Get("Authorization") != "Bearer lago-key" {
+	if r.Method != http.MethodPost || r.Header.Get("Authorization") != "Bearer lago-key" {
 		http.Error(w, `{"status":401,"error":"Unauthorized"}`, http.StatusUnauthorized)
 		return
 	}
-	var body struct {
-		Events []store.UsageEvent `json:"events"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || len(body.Events) == 0 {
-		http.Error(w, `{"status":400,"error":"BadRequest"}`, http.StatusBadRequest)
+	var evs []store.UsageEvent
+	switch r.URL.Path {
+	case "/api/v1/events/batch":
+		var body struct {
+			Events []store.UsageEvent `json:"events"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || len(body.Events) == 0 {
+			http.Error(w, `{"status":400,"error":"BadRequest"}`, http.StatusBadRequest)
+			return
+		}
+		evs = body.Events
+	case "/api/v1/events":
+		var body struct {
+			Event store.UsageEvent `json:"event"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, `{"status":400,"error":"BadRequest"}`, http.StatusBadRequest)
+			return
+		}
+		evs = []store.UsageEvent{body.Event}
+	default:
+		http.NotFound(w, r)
 		return
 	}
-	for _, ev := range body.Events {
+	for _, ev := range evs {
 		if ev.TransactionID == "" || ev.ExternalSubscriptionID == "" || ev.Code == "" || ev.Timestamp == 0 {
-			http.Error(w, `{"status":422,"error":"Unprocessable Entity"}`, http.StatusUnprocessableEntity)
+			http.Error(w, `{"status":422,"error":"Unprocessable Entity","code":"validation_errors"}`, http.StatusUnprocessableEntity)
+			return
+		}
+		if l.have[ev.TransactionID] {
+			http.Error(w, `{"status":422,"error":"Unprocessable Entity","code":"validation_errors",`+
+				`"error_details":{"transaction_id":["value_already_exist"]}}`, http.StatusUnprocessableEntity)
 			return
 		}
 	}
+	code := 0
 	if len(l.next) > 0 {
-		code := l.next[0]
+		code = l.next[0]
 		l.next = l.next[1:]
+	}
+	if code > 0 {
 		http.Error(w, fmt.Sprintf(`{"status":%d}`, code), code)
 		return
 	}
-	l.got = append(l.got, body.Events...)
+	if l.have == nil {
+		l.have = map[string]bool{}
+	}
+	for _, ev := range evs {
+		l.have[ev.TransactionID] = true
+	}
+	l.got = append(l.got, evs...)
+	if code == lostAnswer {
+		http.Error(w, `{"status":504}`, http.StatusGatewayTimeout)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"events": body.Events})
+	_ = json.NewEncoder(w).Encode(map[string]any{"events": evs})
 }
 
 func (l *lago) events() []store.UsageEvent {
@@ -204,6 +244,37 @@ func TestConcurrentSenders(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s delivered %d times", tx, n)
 		}
+	}
+}
+
+// Lago committed a batch but its answer was lost: the retry, batched with
+// a new event, is refused as a duplicate; the sender then goes event by
+// event, counts the duplicate as delivered and delivers the new one.
+func TestLostAnswerIsNotBilledTwice(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	l := &lago{t: t}
+	srv := httptest.NewServer(l)
+	defer srv.Close()
+	s, err := usage.New(e.st, usage.Config{URL: srv.URL, APIKey: "lago-key", RetryBase: 50 * time.Millisecond, RetryMax: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run()
+	l.fail(lostAnswer)
+	if n, err := s.Flush(ctx); n != 0 || err == nil {
+		t.Fatalf("flush with a lost answer: %d %v", n, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	e.run()
+	if n, err := s.Flush(ctx); n != 2 || err != nil {
+		t.Fatalf("retry with a duplicate in the batch: %d delivered, %v; want both", n, err)
+	}
+	if got := l.events(); len(got) != 2 || got[0].TransactionID == got[1].TransactionID {
+		t.Errorf("lago holds %+v, want two distinct events", got)
+	}
+	if e.pending() != 0 {
+		t.Errorf("%d events still pending", e.pending())
 	}
 }
 
