@@ -458,8 +458,13 @@ func (s *Server) move(w http.ResponseWriter, r *http.Request, op string, from []
 	moved, err := s.st.Transition(ctx, store.Transition{ID: sb.ID, OwnerID: sb.OwnerID,
 		From: []models.SandboxStatus{sb.Status}, To: to, Set: set})
 	if err != nil {
-		// Only a destroy or the reconciler moves a leased sandbox.
+		// Only a destroy or the reconciler moves a leased sandbox; if the
+		// write itself failed, the reconciler repairs the row from the
+		// agent's inventory. Either way the lease must not outlive this.
 		s.log.Warn("sandbox changed during "+op, "sandbox_id", sb.ID, "err", err)
+		if eerr := s.st.EndOp(ctx, sb.ID, op); eerr != nil {
+			s.log.Error("end "+op, "sandbox_id", sb.ID, "err", eerr)
+		}
 		s.writeError(w, r, err)
 		return
 	}

@@ -37,9 +37,13 @@ type Agents interface {
 
 // Config tunes the manager; zero values take the defaults.
 type Config struct {
-	Interval     time.Duration // between sweeps, and between leadership attempts (default 10 s)
-	Batch        int           // sandboxes handled per sweep and kind (default 100)
-	PauseTimeout time.Duration // one agent pause or hibernate call (default 2 min)
+	Interval         time.Duration // between sweeps, and between leadership attempts (default 10 s)
+	Batch            int           // sandboxes handled per sweep and kind (default 100)
+	PauseTimeout     time.Duration // one agent pause call (default 30 s)
+	HibernateTimeout time.Duration // one agent hibernate call, which writes all guest memory (default 10 min)
+	// RetryMax caps the wait before a sandbox whose operation failed is
+	// tried again; the wait starts at Interval and doubles (default 10 min).
+	RetryMax time.Duration
 	// HibernateAfter is how long a sandbox stays paused before it is
 	// hibernated; 0 never hibernates.
 	HibernateAfter time.Duration
@@ -56,7 +60,13 @@ func (c *Config) defaults() {
 		c.Batch = 100
 	}
 	if c.PauseTimeout <= 0 {
-		c.PauseTimeout = 2 * time.Minute
+		c.PauseTimeout = 30 * time.Second
+	}
+	if c.HibernateTimeout <= 0 {
+		c.HibernateTimeout = 10 * time.Minute
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 10 * time.Minute
 	}
 }
 
@@ -72,6 +82,15 @@ type Manager struct {
 	paused     atomic.Uint64
 	hibernated atomic.Uint64
 	failures   atomic.Uint64
+
+	// backoff holds sandboxes whose last operation failed, so that they
+	// do not take the front of every sweep (Sweep runs in one goroutine).
+	backoff map[string]retry
+}
+
+type retry struct {
+	at    time.Time
+	fails int
 }
 
 // New returns a manager; Run starts it.
@@ -80,7 +99,8 @@ func New(st *store.Store, agents Agents, log *slog.Logger, cfg Config) *Manager 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{st: st, pool: st.Pool(), agents: agents, log: log.With("component", "lifecycle"), cfg: cfg}
+	return &Manager{st: st, pool: st.Pool(), agents: agents, log: log.With("component", "lifecycle"), cfg: cfg,
+		backoff: map[string]retry{}}
 }
 
 // Stats are the manager's counters.
@@ -125,6 +145,12 @@ func (m *Manager) lead(ctx context.Context) error {
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
+	// The lock lives as long as this session on the server: make the
+	// server notice a leader that vanished (power loss, partition) in
+	// seconds rather than the operating system's two hours.
+	if _, err := conn.Exec(ctx, `SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3`); err != nil {
+		return fmt.Errorf("leader session keepalives: %w", err)
+	}
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&got); err != nil {
 		return fmt.Errorf("try leader lock: %w", err)
@@ -147,7 +173,10 @@ func (m *Manager) lead(ctx context.Context) error {
 		case <-t.C:
 		}
 		// The lock lives as long as this session: check it is alive.
-		if _, err := conn.Exec(ctx, `SELECT 1`); err != nil {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := conn.Exec(pctx, `SELECT 1`)
+		pcancel()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -164,7 +193,8 @@ func (m *Manager) lead(ctx context.Context) error {
 // is changing at the same moment, or that became active, is skipped.
 // Sweep does not check leadership; Run calls it only while leader.
 func (m *Manager) Sweep(ctx context.Context) (int, error) {
-	idle, err := m.st.IdleSandboxes(ctx, m.cfg.Batch)
+	waiting := m.waiting()
+	idle, err := m.st.IdleSandboxes(ctx, m.cfg.Batch, waiting...)
 	if err != nil {
 		return 0, err
 	}
@@ -187,7 +217,7 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 	if m.cfg.HibernateAfter <= 0 {
 		return n, nil
 	}
-	paused, err := m.st.PausedSandboxes(ctx, m.cfg.HibernateAfter, m.cfg.Batch)
+	paused, err := m.st.PausedSandboxes(ctx, m.cfg.HibernateAfter, m.cfg.Batch, waiting...)
 	if err != nil {
 		return n, err
 	}
@@ -205,6 +235,33 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// waiting returns the sandboxes still backing off, forgetting the rest.
+func (m *Manager) waiting() []string {
+	now := time.Now()
+	var ids []string
+	for id, r := range m.backoff {
+		if now.Before(r.at) {
+			ids = append(ids, id)
+		} else if now.Sub(r.at) > 2*m.cfg.RetryMax {
+			delete(m.backoff, id) // not seen failing for long
+		}
+	}
+	return ids
+}
+
+// failed puts sandbox id in backoff: Interval, doubled per failure in a
+// row, at most RetryMax.
+func (m *Manager) failed(id string) {
+	r := m.backoff[id]
+	r.fails++
+	d := m.cfg.Interval
+	for i := 1; i < r.fails && d < m.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	r.at = time.Now().Add(min(d, m.cfg.RetryMax))
+	m.backoff[id] = r
+}
+
 // apply runs one lifecycle operation under the sandbox's lease and
 // returns 1 when the sandbox moved.
 func (m *Manager) apply(ctx context.Context, sb store.Sandbox, op store.Op, call func(context.Context) (store.SandboxPatch, error)) int {
@@ -218,7 +275,8 @@ func (m *Manager) apply(ctx context.Context, sb store.Sandbox, op store.Op, call
 	}
 	fail := func(err error) int {
 		m.failures.Add(1)
-		log.Warn("lifecycle operation failed", "err", err)
+		m.failed(sb.ID)
+		log.Warn("lifecycle operation failed", "err", err, "retry_in", time.Until(m.backoff[sb.ID].at).Round(time.Second))
 		if err := m.st.EndOp(context.WithoutCancel(ctx), sb.ID, op.Name); err != nil {
 			log.Error("end lifecycle operation", "err", err)
 		}
@@ -227,18 +285,30 @@ func (m *Manager) apply(ctx context.Context, sb store.Sandbox, op store.Op, call
 	if sb.HostID == "" {
 		return fail(errdefs.Errorf(errdefs.ErrConflict, "sandbox %s is %s but on no host", sb.ID, sb.Status))
 	}
-	actx, cancel := context.WithTimeout(ctx, m.cfg.PauseTimeout)
+	timeout := m.cfg.PauseTimeout
+	if op.To == models.StatusHibernated {
+		timeout = m.cfg.HibernateTimeout
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
 	set, err := call(actx)
 	cancel()
 	if err != nil {
 		return fail(fmt.Errorf("agent: %w", err))
 	}
-	if _, err := m.st.Transition(ctx, store.Transition{ID: sb.ID, From: op.From, To: op.To, Set: set}); err != nil {
-		// Only a destroy or the reconciler moves a leased sandbox.
+	// The agent has acted: record it even if the manager is stopping.
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer wcancel()
+	if _, err := m.st.Transition(wctx, store.Transition{ID: sb.ID, From: op.From, To: op.To, Set: set}); err != nil {
+		// Only a destroy or the reconciler moves a leased sandbox; a failed
+		// write is repaired by the reconciler from the agent's inventory.
 		m.failures.Add(1)
 		log.Warn("lifecycle operation not recorded", "err", err)
+		if err := m.st.EndOp(wctx, sb.ID, op.Name); err != nil {
+			log.Error("end lifecycle operation", "err", err)
+		}
 		return 0
 	}
+	delete(m.backoff, sb.ID)
 	switch op.To {
 	case models.StatusPaused:
 		m.paused.Add(1)

@@ -139,7 +139,8 @@ func TestSweep(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	agents := newFakeAgents()
-	m := lifecycle.New(e.st, agents, slog.New(slog.NewTextHandler(testlog.Writer(t), nil)), lifecycle.Config{})
+	m := lifecycle.New(e.st, agents, slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
+		lifecycle.Config{Interval: 200 * time.Millisecond})
 
 	idle := e.running(hostA, 60, 5*time.Minute)
 	active := e.running(hostA, 60, 10*time.Second)
@@ -162,11 +163,15 @@ func TestSweep(t *testing.T) {
 	if st := m.Stats(); st.Paused != 1 || st.Failures != 2 {
 		t.Errorf("stats %+v, want 1 paused and 2 failures", st)
 	}
-	// The failed pause is tried again once the agent recovers; the
-	// paused sandbox is not paused twice.
+	// The failed pause waits out its backoff (one Interval after a first
+	// failure), then is tried again; the paused sandbox is not paused twice.
 	agents.setFail(failing, nil)
+	if n, err := m.Sweep(ctx); err != nil || n != 0 || m.Stats().Failures != 2 {
+		t.Fatalf("sweep during the backoff paused %d (%v), failures %d; want 0 and no new attempt", n, err, m.Stats().Failures)
+	}
+	time.Sleep(250 * time.Millisecond)
 	if n, err := m.Sweep(ctx); err != nil || n != 1 {
-		t.Fatalf("second sweep paused %d (%v), want 1", n, err)
+		t.Fatalf("sweep after the backoff paused %d (%v), want 1", n, err)
 	}
 	if e.status(failing) != models.StatusPaused || agents.count(idle) != 1 {
 		t.Errorf("failing is %s, idle paused %d times", e.status(failing), agents.count(idle))
@@ -215,7 +220,7 @@ func TestSweepHibernates(t *testing.T) {
 	if n, err := off.Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("sweep without HibernateAfter changed %d (%v)", n, err)
 	}
-	m := lifecycle.New(e.st, agents, log, lifecycle.Config{HibernateAfter: time.Hour})
+	m := lifecycle.New(e.st, agents, log, lifecycle.Config{HibernateAfter: time.Hour, Interval: 100 * time.Millisecond})
 	if n, err := m.Sweep(ctx); err != nil || n != 1 {
 		t.Fatalf("sweep changed %d (%v), want 1", n, err)
 	}
@@ -233,8 +238,10 @@ func TestSweepHibernates(t *testing.T) {
 	if st := m.Stats(); st.Hibernated != 1 || st.Failures != 1 || agents.hibernationsOf(busy) != 0 {
 		t.Errorf("stats %+v, busy hibernated %d times; want 1 hibernated, 1 failure, busy untouched", st, agents.hibernationsOf(busy))
 	}
-	// The failed one is free again and goes once the agent recovers.
+	// The failed one is free again and goes once the agent recovers and
+	// its backoff has passed.
 	agents.setFail(failing, nil)
+	time.Sleep(150 * time.Millisecond)
 	if n, err := m.Sweep(ctx); err != nil || n != 1 || e.status(failing) != models.StatusHibernated {
 		t.Errorf("second sweep changed %d (%v); failing is %s", n, err, e.status(failing))
 	}

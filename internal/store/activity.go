@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -25,22 +26,31 @@ func (s *Store) TouchSandboxes(ctx context.Context, ids []string) (int64, error)
 	return tag.RowsAffected(), nil
 }
 
+// MinIdleTimeout is the shortest idle period that counts: an open exec,
+// transfer or terminal marks its sandbox every few seconds (the API's
+// ActivityEvery plus the recorder's flush), so a shorter timeout_sec could
+// pause a sandbox in the middle of a command. Shorter timeouts act as this.
+const MinIdleTimeout = 10 * time.Second
+
 // idleWhere selects running sandboxes with a timeout whose last activity
-// (or start) is older than their timeout_sec, by the database's clock.
-const idleWhere = `status = 'running' AND timeout_sec > 0
-	AND coalesce(last_active_at, started_at, created_at) + make_interval(secs => timeout_sec) <= now()`
+// (or start) is older than their timeout_sec (at least MinIdleTimeout), by
+// the database's clock.
+var idleWhere = fmt.Sprintf(`status = 'running' AND timeout_sec > 0
+	AND coalesce(last_active_at, started_at, created_at) + make_interval(secs => greatest(timeout_sec, %d)) <= now()`,
+	int(MinIdleTimeout.Seconds()))
 
 // IdleSandboxes returns up to limit running sandboxes that have been idle
-// longer than their timeout_sec (0 = never idle), longest idle first.
-func (s *Store) IdleSandboxes(ctx context.Context, limit int) ([]Sandbox, error) {
+// longer than their timeout_sec (0 = never idle), longest idle first,
+// leaving out the IDs in exclude.
+func (s *Store) IdleSandboxes(ctx context.Context, limit int, exclude ...string) ([]Sandbox, error) {
 	if limit <= 0 {
 		limit = 100
 	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT `+sandboxCols+` FROM sandboxes
-		 WHERE `+idleWhere+`
+		 WHERE `+idleWhere+` AND NOT (id = ANY(coalesce($2, '{}'::text[])))
 		 ORDER BY coalesce(last_active_at, started_at, created_at), id
-		 LIMIT $1`, limit)
+		 LIMIT $1`, limit, exclude)
 	if err != nil {
 		return nil, dbErr("idle sandboxes", err)
 	}
@@ -52,16 +62,16 @@ func (s *Store) IdleSandboxes(ctx context.Context, limit int) ([]Sandbox, error)
 }
 
 // PausedSandboxes returns up to limit sandboxes paused for at least
-// pausedFor, longest paused first.
-func (s *Store) PausedSandboxes(ctx context.Context, pausedFor time.Duration, limit int) ([]Sandbox, error) {
+// pausedFor, longest paused first, leaving out the IDs in exclude.
+func (s *Store) PausedSandboxes(ctx context.Context, pausedFor time.Duration, limit int, exclude ...string) ([]Sandbox, error) {
 	if limit <= 0 {
 		limit = 100
 	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT `+sandboxCols+` FROM sandboxes
-		 WHERE status = 'paused' AND paused_at <= now() - make_interval(secs => $1)
+		 WHERE status = 'paused' AND paused_at <= now() - make_interval(secs => $1) AND NOT (id = ANY(coalesce($3, '{}'::text[])))
 		 ORDER BY paused_at, id
-		 LIMIT $2`, pausedFor.Seconds(), limit)
+		 LIMIT $2`, pausedFor.Seconds(), limit, exclude)
 	if err != nil {
 		return nil, dbErr("paused sandboxes", err)
 	}
@@ -121,7 +131,8 @@ func (r *ActivityRecorder) Touch(id string) {
 	r.mu.Unlock()
 }
 
-// Flush writes the pending marks now.
+// Flush writes the pending marks now. Marks a failed write could not
+// record stay pending for the next one.
 func (r *ActivityRecorder) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	ids := make([]string, 0, len(r.pending))
@@ -131,7 +142,21 @@ func (r *ActivityRecorder) Flush(ctx context.Context) error {
 	clear(r.pending)
 	r.mu.Unlock()
 	_, err := r.st.TouchSandboxes(ctx, ids)
+	if err != nil {
+		r.mu.Lock()
+		for _, id := range ids {
+			r.pending[id] = struct{}{}
+		}
+		r.mu.Unlock()
+	}
 	return err
+}
+
+// Pending returns how many sandboxes have marks not written yet.
+func (r *ActivityRecorder) Pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pending)
 }
 
 // Close writes what is pending and stops the recorder. Safe to call more

@@ -55,6 +55,9 @@ func TestIdleSandboxes(t *testing.T) {
 	if got, err := s.IdleSandboxes(ctx, 1); err != nil || len(got) != 1 || got[0].ID != older.ID {
 		t.Errorf("idle limit 1 = %v, %v", ids(got), err)
 	}
+	if got, err := s.IdleSandboxes(ctx, 0, older.ID); err != nil || len(got) != 1 || got[0].ID != idle.ID {
+		t.Errorf("idle without %s = %v, %v", older.ID, ids(got), err)
+	}
 
 	// Activity ends idleness; only running sandboxes are touched.
 	if still, err := s.StillIdle(ctx, idle.ID); err != nil || !still {

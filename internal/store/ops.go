@@ -47,7 +47,8 @@ func (op Op) where() string {
 	return w
 }
 
-// BeginOp takes the sandbox's operation lease if its status is one of
+// BeginOp takes the sandbox's operation lease (and touches updated_at, so
+// the reconciler's grace period covers the operation) if its status is one of
 // op.From and no other operation holds a live lease; the caller then asks
 // the agent and ends the lease with Transition (success) or EndOp
 // (failure). A sandbox in another status, or busy, is errdefs.ErrConflict
@@ -64,7 +65,7 @@ func (s *Store) BeginOp(ctx context.Context, op Op) (Sandbox, error) {
 		args = append(args, op.PausedFor.Seconds())
 	}
 	sb, err := scanSandbox(s.pool.QueryRow(ctx, `
-		UPDATE sandboxes SET op = $4, op_until = now() + make_interval(secs => $5)
+		UPDATE sandboxes SET op = $4, op_until = now() + make_interval(secs => $5), updated_at = now()
 		 WHERE id = $1 AND ($2 = '' OR owner_id = $2) AND status = ANY($3)
 		   AND (op IS NULL OR op_until < now())`+op.where()+`
 		RETURNING `+sandboxCols, args...))
