@@ -71,6 +71,19 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 	}
 	audit := st.NewAuditWriter(store.AuditOptions{})
 	activity := st.NewActivityRecorder(time.Second)
+	// Flush both on every way out, after the server and the background
+	// work have stopped (and before the store closes: defers run last in,
+	// first out).
+	defer func() {
+		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := audit.Close(actx); err != nil {
+			log.Warn("flush audit events", "err", err)
+		}
+		if err := activity.Close(actx); err != nil {
+			log.Warn("flush sandbox activity", "err", err)
+		}
+	}()
 	deps := api.Deps{Store: st, Agents: poolAgents{agents}, Scheduler: sched, Audit: audit, Activity: activity, Log: log}
 	var lm *lifecycle.Manager
 	if cfg.LifecycleInterval > 0 {
@@ -137,14 +150,6 @@ func serve(ctx context.Context, cfg cpConfig, log *slog.Logger, ready func(addr 
 	}
 	stopBG()
 	bgWG.Wait()
-	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if aerr := audit.Close(actx); aerr != nil {
-		log.Warn("flush audit events", "err", aerr)
-	}
-	if aerr := activity.Close(actx); aerr != nil {
-		log.Warn("flush sandbox activity", "err", aerr)
-	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

@@ -3,7 +3,8 @@
 
 -- +goose Up
 ALTER TABLE sandboxes ADD COLUMN running_since TIMESTAMPTZ;
-UPDATE sandboxes SET running_since = coalesce(last_active_at, started_at, now()) WHERE status = 'running';
+-- Runs in progress are billed from the upgrade on.
+UPDATE sandboxes SET running_since = now() WHERE status = 'running';
 
 -- +goose Down
 ALTER TABLE sandboxes DROP COLUMN running_since;

@@ -63,6 +63,9 @@ func TestActivityRecorded(t *testing.T) {
 		if r := e.do("POST", base+"/exec", e.alice, ExecRequest{Cmd: "echo"}); r.status != http.StatusConflict {
 			t.Fatalf("exec while paused: %d %s", r.status, r.body)
 		}
+		if n := e.activity.Pending(); n != 0 {
+			t.Errorf("a refused exec marked %d sandboxes active", n)
+		}
 		if err := e.activity.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
