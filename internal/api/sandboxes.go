@@ -444,9 +444,12 @@ func (s *Server) move(w http.ResponseWriter, r *http.Request, op string, from []
 		return
 	}
 	var set store.SandboxPatch
+	// The agent call ends before the lease could expire under it.
+	actx, cancel := context.WithTimeout(ctx, store.DefaultOpTTL-time.Minute)
+	defer cancel()
 	if err := s.withAgent(sb, func(a Agent) error {
 		var err error
-		set, err = call(ctx, a, sb.ID)
+		set, err = call(actx, a, sb.ID)
 		return err
 	}); err != nil {
 		if eerr := s.st.EndOp(ctx, sb.ID, op); eerr != nil {

@@ -132,31 +132,34 @@ func (m *Manager) Run(ctx context.Context) {
 }
 
 // lead takes the leader lock if it is free and sweeps until ctx ends or
-// the lock's connection fails. The connection is taken out of the pool
-// and closed at the end, which releases the lock whatever happened.
+// the lock's connection fails.
 func (m *Manager) lead(ctx context.Context) error {
 	pc, err := m.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire connection: %w", err)
 	}
+	var got bool
+	if err := pc.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&got); err != nil {
+		pc.Release()
+		return fmt.Errorf("try leader lock: %w", err)
+	}
+	if !got {
+		pc.Release() // holds no lock: back to the pool
+		return nil
+	}
+	// The lock lives as long as this session: take the connection out of
+	// the pool, and close it at the end, which drops the lock whatever
+	// happened.
 	conn := pc.Hijack()
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
-	// The lock lives as long as this session on the server: make the
-	// server notice a leader that vanished (power loss, partition) in
-	// seconds rather than the operating system's two hours.
+	// Make the server notice a leader that vanished (power loss,
+	// partition) in seconds rather than the operating system's two hours.
 	if _, err := conn.Exec(ctx, `SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3`); err != nil {
 		return fmt.Errorf("leader session keepalives: %w", err)
-	}
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&got); err != nil {
-		return fmt.Errorf("try leader lock: %w", err)
-	}
-	if !got {
-		return nil
 	}
 	m.leader.Store(true)
 	defer m.leader.Store(false)

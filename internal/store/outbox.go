@@ -96,3 +96,14 @@ func (s *Store) OutboxPending(ctx context.Context) (int, error) {
 	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM usage_outbox WHERE sent_at IS NULL`).Scan(&n)
 	return n, dbErr("count outbox", err)
 }
+
+// PurgeSentOutbox deletes events delivered more than olderThan ago and
+// returns how many.
+func (s *Store) PurgeSentOutbox(ctx context.Context, olderThan time.Duration) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM usage_outbox WHERE sent_at < now() - $1::bigint * interval '1 microsecond'`,
+		olderThan.Microseconds())
+	if err != nil {
+		return 0, dbErr("purge outbox", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -93,10 +93,24 @@ func New(st *store.Store, cfg Config, log *slog.Logger) (*Sender, error) {
 		log: log.With("component", "usage")}, nil
 }
 
+// keepSent is how long delivered events stay in the outbox (for audit)
+// before Run deletes them.
+const keepSent = 7 * 24 * time.Hour
+
 // Run delivers until ctx ends: a full batch is followed at once by the
-// next, otherwise the sender waits Interval.
+// next, otherwise the sender waits Interval. Once an hour it deletes
+// events delivered more than a week ago.
 func (s *Sender) Run(ctx context.Context) {
+	var purged time.Time
 	for {
+		if time.Since(purged) > time.Hour {
+			purged = time.Now()
+			if n, err := s.st.PurgeSentOutbox(ctx, keepSent); err != nil && ctx.Err() == nil {
+				s.log.Warn("purge delivered usage events", "err", err)
+			} else if n > 0 {
+				s.log.Info("purged delivered usage events", "count", n)
+			}
+		}
 		n, err := s.Flush(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("usage delivery", "err", err)

@@ -286,3 +286,30 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// Delivered events are kept a while, then purged; undelivered ones never.
+func TestPurgeSent(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.run()
+	e.run()
+	msgs, err := e.st.ClaimOutbox(ctx, 10, time.Minute)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("claim: %d %v", len(msgs), err)
+	}
+	if err := e.st.MarkOutboxSent(ctx, msgs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.st.PurgeSentOutbox(ctx, time.Hour); n != 0 || err != nil {
+		t.Fatalf("purge of a fresh delivery: %d %v", n, err)
+	}
+	if _, err := e.st.Pool().Exec(ctx, `UPDATE usage_outbox SET sent_at = now() - interval '8 days' WHERE id = $1`, msgs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.st.PurgeSentOutbox(ctx, 7*24*time.Hour); n != 1 || err != nil {
+		t.Fatalf("purge: %d %v, want 1", n, err)
+	}
+	if e.pending() != 1 {
+		t.Errorf("the undelivered event went too: pending %d", e.pending())
+	}
+}
