@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -309,17 +310,25 @@ func testCPUUsageGrows(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	p.next(t)
-	time.Sleep(300 * time.Millisecond)
-	after, err := e.mgr.Stats(ctx, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	grew := after.CPUUsage - before.CPUUsage
-	t.Logf("cpu usage %s -> %s (+%s in 300ms)", before.CPUUsage, after.CPUUsage, grew)
-	// A spinning shell gets far more than this even on a loaded machine;
-	// an idle or unaccounted process gets ~0.
-	if grew < 50*time.Millisecond {
-		t.Fatalf("cpu usage grew by %s, want >= 50ms", grew)
+	// Poll instead of reading once after a fixed sleep: on a loaded
+	// machine (or a VM whose vCPUs are stolen) the spinner may get only a
+	// few percent of a CPU, but its accounted usage keeps growing; an
+	// idle or unaccounted process stays at ~0 until the deadline.
+	begin := time.Now()
+	for {
+		after, err := e.mgr.Stats(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grew, waited := after.CPUUsage-before.CPUUsage, time.Since(begin)
+		if grew >= 50*time.Millisecond {
+			t.Logf("cpu usage %s -> %s (+%s in %s)", before.CPUUsage, after.CPUUsage, grew, waited.Round(time.Millisecond))
+			break
+		}
+		if waited > 10*time.Second {
+			t.Fatalf("cpu usage grew by %s in %s of spinning, want >= 50ms", grew, waited.Round(time.Millisecond))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -414,16 +423,25 @@ func testOOMKill(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	p.next(t)
-	err = p.wait(t, 30*time.Second)
+	exit := p.wait(t, 30*time.Second)
+	// Usually the OOM killer picks tail and sh exits 137. But when head
+	// charges the pipe while the killed tail's memory is still being
+	// freed, the kernel picks a second victim, often sh itself (~1 run in
+	// 100). Either way the script ends by SIGKILL; OOMKills below checks
+	// that the OOM killer sent it.
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 128+9 {
-		t.Fatalf("script exit = %v, want 137 (tail SIGKILLed by the OOM killer)", err)
+	if !errors.As(exit, &ee) {
+		t.Fatalf("script exit = %v, want SIGKILL by the OOM killer", exit)
+	}
+	ws, _ := ee.Sys().(syscall.WaitStatus)
+	if ee.ExitCode() != 128+9 && ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("script exit = %v, want 137 (tail SIGKILLed by the OOM killer) or sh SIGKILLed", exit)
 	}
 	st, err := e.mgr.Stats(ctx, h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("stats after OOM: %+v", st)
+	t.Logf("script exit = %v; stats after OOM: %+v", exit, st)
 	if st.OOMKills < 1 {
 		t.Fatalf("OOMKills = %d, want >= 1", st.OOMKills)
 	}

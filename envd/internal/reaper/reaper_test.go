@@ -1,14 +1,26 @@
 package reaper
 
 import (
+	"os"
 	"syscall"
 	"testing"
 	"time"
 )
 
+// One reaper per test binary, as in envd: each loop calls wait4(-1), so a
+// second one would steal the other's children. That includes a closed
+// one: Close does not wait for its loop, which may still drain a queued
+// SIGCHLD and reap (and drop) a child of the next test's reaper.
+var testReaper *Reaper
+
+func TestMain(m *testing.M) {
+	testReaper = New()
+	code := m.Run()
+	testReaper.Close()
+	os.Exit(code)
+}
+
 func TestStartAndExitCodes(t *testing.T) {
-	r := New()
-	defer r.Close()
 	cases := []struct {
 		script string
 		code   int
@@ -18,7 +30,7 @@ func TestStartAndExitCodes(t *testing.T) {
 		{"kill -9 $$", -1},
 	}
 	for _, c := range cases {
-		pid, ch, err := r.Start("/bin/sh", []string{"sh", "-c", c.script}, &syscall.ProcAttr{})
+		pid, ch, err := testReaper.Start("/bin/sh", []string{"sh", "-c", c.script}, &syscall.ProcAttr{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,12 +46,10 @@ func TestStartAndExitCodes(t *testing.T) {
 }
 
 func TestManyConcurrentChildren(t *testing.T) {
-	r := New()
-	defer r.Close()
 	const n = 50
 	chans := make([]<-chan Exit, n)
 	for i := range n {
-		_, ch, err := r.Start("/bin/true", []string{"true"}, &syscall.ProcAttr{})
+		_, ch, err := testReaper.Start("/bin/true", []string{"true"}, &syscall.ProcAttr{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,9 +68,7 @@ func TestManyConcurrentChildren(t *testing.T) {
 }
 
 func TestStartMissingBinary(t *testing.T) {
-	r := New()
-	defer r.Close()
-	if _, _, err := r.Start("/no/such/binary", []string{"x"}, &syscall.ProcAttr{}); err == nil {
+	if _, _, err := testReaper.Start("/no/such/binary", []string{"x"}, &syscall.ProcAttr{}); err == nil {
 		t.Fatal("expected error")
 	}
 }

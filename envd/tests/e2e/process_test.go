@@ -148,9 +148,20 @@ func TestProcessStdinAndSignals(t *testing.T) {
 	must(pc.SendSignal(ctx, connect.NewRequest(&pb.SendSignalRequest{Process: byPID(pid), Signal: pb.Signal_SIGNAL_SIGTERM})))
 	for s2.Receive() {
 	}
-	r = run(t, ctx, pc, sh("kill -0 "+child+" 2>/dev/null && echo alive || echo gone"))
-	if strings.TrimSpace(r.stdout.String()) != "gone" {
-		t.Fatal("grandchild survived SIGTERM of its group")
+	// The shell's end does not mean the grandchild is gone yet: it may not
+	// have run to take the signal, and once dead it is a zombie (which
+	// kill -0 still finds) until envd, its new parent, reaps it. So poll;
+	// a sleep the signal missed stays for its 300 s.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r = run(t, ctx, pc, sh("kill -0 "+child+" 2>/dev/null && echo alive || echo gone"))
+		if strings.TrimSpace(r.stdout.String()) == "gone" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("grandchild survived SIGTERM of its group")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	if _, err := pc.SendSignal(ctx, connect.NewRequest(&pb.SendSignalRequest{Process: byPID(999999), Signal: pb.Signal_SIGNAL_SIGKILL})); connect.CodeOf(err) != connect.CodeNotFound {
