@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // TouchSandboxes records activity (exec, file I/O, a terminal) on the
@@ -46,19 +44,11 @@ func (s *Store) IdleSandboxes(ctx context.Context, limit int, exclude ...string)
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.pool.Query(ctx, `
+	return s.querySandboxes(ctx, "idle sandboxes", `
 		SELECT `+sandboxCols+` FROM sandboxes
 		 WHERE `+idleWhere+` AND NOT (id = ANY(coalesce($2, '{}'::text[])))
 		 ORDER BY coalesce(last_active_at, started_at, created_at), id
 		 LIMIT $1`, limit, exclude)
-	if err != nil {
-		return nil, dbErr("idle sandboxes", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Sandbox, error) { return scanSandbox(r) })
-	if err != nil {
-		return nil, dbErr("idle sandboxes", err)
-	}
-	return out, nil
 }
 
 // PausedSandboxes returns up to limit sandboxes paused for at least
@@ -67,19 +57,11 @@ func (s *Store) PausedSandboxes(ctx context.Context, pausedFor time.Duration, li
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.pool.Query(ctx, `
+	return s.querySandboxes(ctx, "paused sandboxes", `
 		SELECT `+sandboxCols+` FROM sandboxes
 		 WHERE status = 'paused' AND paused_at <= now() - make_interval(secs => $1) AND NOT (id = ANY(coalesce($3, '{}'::text[])))
 		 ORDER BY paused_at, id
 		 LIMIT $2`, pausedFor.Seconds(), limit, exclude)
-	if err != nil {
-		return nil, dbErr("paused sandboxes", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Sandbox, error) { return scanSandbox(r) })
-	if err != nil {
-		return nil, dbErr("paused sandboxes", err)
-	}
-	return out, nil
 }
 
 // StillIdle reports whether sandbox id is still running and idle past its

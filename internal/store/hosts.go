@@ -224,7 +224,6 @@ func (s *Store) FailHostSandboxes(ctx context.Context, hostID, reason string) ([
 }
 
 func (s *Store) failHostSandboxes(ctx context.Context, tx pgx.Tx, hostID, reason string) ([]string, error) {
-	var ids []string
 	// The runs that end here are billed up to the host's last
 	// heartbeat: nothing is known to have run after it.
 	rows, err := tx.Query(ctx, `
@@ -238,27 +237,9 @@ func (s *Store) failHostSandboxes(ctx context.Context, tx pgx.Tx, hostID, reason
 	if err != nil {
 		return nil, dbErr("fail host sandboxes", err)
 	}
-	var events []OutboxEvent
-	for rows.Next() {
-		var since *time.Time
-		var end time.Time
-		sb, err := scanSandbox(rows, &since, &end)
-		if err != nil {
-			rows.Close()
-			return nil, dbErr("fail host sandboxes", err)
-		}
-		ids = append(ids, sb.ID)
-		if s.usage && since != nil {
-			ev, err := runtimeEvent(sb, *since, end) // an end before since bills 0 s
-			if err != nil {
-				rows.Close()
-				return nil, err
-			}
-			events = append(events, ev)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, dbErr("fail host sandboxes", err)
+	ids, events, err := collectRunEnds(rows, "fail host sandboxes", s.usage)
+	if err != nil {
+		return nil, err
 	}
 	for _, id := range ids {
 		if _, err := release(ctx, tx, id); err != nil {

@@ -324,16 +324,22 @@ func (s *Store) MarkError(ctx context.Context, id, reason string, outbox ...Outb
 // SandboxesOnHost returns every sandbox on host that is not stopped or in
 // error (for reconciliation with the agent's inventory), oldest first.
 func (s *Store) SandboxesOnHost(ctx context.Context, hostID string) ([]Sandbox, error) {
-	rows, err := s.pool.Query(ctx, `
+	return s.querySandboxes(ctx, "sandboxes on host "+hostID, `
 		SELECT `+sandboxCols+` FROM sandboxes
 		 WHERE host_id = $1 AND status NOT IN ('stopped', 'error')
 		 ORDER BY created_at, id`, hostID)
+}
+
+// querySandboxes runs a query selecting sandboxCols and collects the rows;
+// op names it in errors.
+func (s *Store) querySandboxes(ctx context.Context, op, sql string, args ...any) ([]Sandbox, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, dbErr("sandboxes on host "+hostID, err)
+		return nil, dbErr(op, err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Sandbox, error) { return scanSandbox(r) })
 	if err != nil {
-		return nil, dbErr("sandboxes on host "+hostID, err)
+		return nil, dbErr(op, err)
 	}
 	return out, nil
 }

@@ -89,26 +89,42 @@ func (s *Store) CheckpointRuns(ctx context.Context, olderThan time.Duration, lim
 		if err != nil {
 			return dbErr("checkpoint runs", err)
 		}
-		var events []OutboxEvent
-		for rows.Next() {
-			var since, end time.Time
-			sb, err := scanSandbox(rows, &since, &end)
-			if err != nil {
-				rows.Close()
-				return dbErr("checkpoint runs", err)
-			}
-			ev, err := runtimeEvent(sb, since, end)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			events = append(events, ev)
-		}
-		if err := rows.Err(); err != nil {
-			return dbErr("checkpoint runs", err)
+		_, events, err := collectRunEnds(rows, "checkpoint runs", true)
+		if err != nil {
+			return err
 		}
 		n = len(events)
 		return EnqueueOutbox(ctx, tx, events...)
 	})
 	return n, err
+}
+
+// collectRunEnds reads rows of sandboxCols followed by the run's start
+// (NULL when the sandbox was not running) and its billing end, and returns
+// the sandbox IDs and, when bill is set, the runtime event of every run
+// that had started. op names the statement in errors.
+func collectRunEnds(rows pgx.Rows, op string, bill bool) ([]string, []OutboxEvent, error) {
+	defer rows.Close()
+	var ids []string
+	var events []OutboxEvent
+	for rows.Next() {
+		var since *time.Time
+		var end time.Time
+		sb, err := scanSandbox(rows, &since, &end)
+		if err != nil {
+			return nil, nil, dbErr(op, err)
+		}
+		ids = append(ids, sb.ID)
+		if bill && since != nil {
+			ev, err := runtimeEvent(sb, *since, end) // an end before since bills 0 s
+			if err != nil {
+				return nil, nil, err
+			}
+			events = append(events, ev)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, dbErr(op, err)
+	}
+	return ids, events, nil
 }
