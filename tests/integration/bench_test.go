@@ -37,13 +37,10 @@ type phaseSamples map[string][]time.Duration
 
 func (s phaseSamples) add(name string, d time.Duration) { s[name] = append(s[name], d) }
 
-func (s phaseSamples) p(name string, pct float64) time.Duration {
+func (s phaseSamples) p(name string, p float64) time.Duration {
 	ds := slices.Clone(s[name])
 	slices.Sort(ds)
-	if len(ds) == 0 {
-		return 0
-	}
-	return ds[int(float64(len(ds)-1)*pct/100+0.5)]
+	return pct(ds, p)
 }
 
 func (s phaseSamples) report(b *testing.B) {

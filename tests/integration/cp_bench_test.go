@@ -181,23 +181,16 @@ func BenchmarkCPHibernateWake(b *testing.B) {
 	echo, _ := json.Marshal(api.ExecRequest{Cmd: "true"})
 	setup, _ := json.Marshal(api.ExecRequest{Cmd: "sh", Args: []string{"-c", "head -c 1048576 /dev/urandom > /root/blob; sleep 99999 &"}})
 	post("/exec", setup)
-	var pause, resume, hib, wake, firstExec []time.Duration
+	ph := phaseSamples{}
 	b.ResetTimer()
 	for range b.N {
-		pause = append(pause, post("/pause", nil))
-		resume = append(resume, post("/resume", nil))
-		hib = append(hib, post("/hibernate", nil))
-		wake = append(wake, post("/resume", nil))
-		firstExec = append(firstExec, post("/exec", echo))
+		ph.add("pause", post("/pause", nil))
+		ph.add("resume", post("/resume", nil))
+		ph.add("hibernate", post("/hibernate", nil))
+		ph.add("wake", post("/resume", nil))
+		ph.add("exec-after-wake", post("/exec", echo))
 	}
 	b.StopTimer()
-	for _, m := range []struct {
-		name string
-		d    []time.Duration
-	}{{"pause", pause}, {"resume", resume}, {"hibernate", hib}, {"wake", wake}, {"exec-after-wake", firstExec}} {
-		slices.Sort(m.d)
-		b.ReportMetric(float64(pct(m.d, 50).Milliseconds()), m.name+"-p50-ms")
-		b.ReportMetric(float64(pct(m.d, 95).Milliseconds()), m.name+"-p95-ms")
-	}
+	ph.report(b)
 	e.do("DELETE", base, key, nil)
 }
